@@ -1,0 +1,32 @@
+# `make demo` and `make test` install into .venv when needed (a second run takes seconds).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch 2.14.1 / torchvision 0.29.1 are what this project is tested with; override for other builds.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+FAISS_EXTRA ?= cpu
+STAMP := $(VENV)/.agreid-installed
+DATA_ROOT ?= datasets
+DEMO_DIR ?= logs/demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test clean-demo
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-deps fastreid==1.4.0
+	$(PY) -m pip install -q -e ".[$(FAISS_EXTRA),test]"
+	$(PY) -c "import agreid, fastreid, open_clip, faiss; print('agreid', agreid.__version__, 'installed')"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	bash tools/demo.sh $(DATA_ROOT) $(DEMO_DIR)
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

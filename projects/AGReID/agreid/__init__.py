@@ -1,0 +1,16 @@
+"""AG-ReID: attribute guidance with inherent pseudo-labels for occluded person re-identification.
+
+``import agreid`` patches fastreid 1.4.0 for today's Python/PyTorch (see :mod:`agreid.compat`)
+and registers the project's datasets, backbone, heads and meta-architecture in fastreid's
+registries.
+"""
+from . import compat
+
+compat.apply()
+
+from .config import add_agreid_config  # noqa: E402
+from . import data as _  # noqa: E402,F401  # registration
+
+__version__ = "0.1.0"
+
+__all__ = ["add_agreid_config", "compat", "__version__"]

@@ -1,0 +1,88 @@
+"""AG-ReID's config keys, added on top of fastreid's defaults."""
+import torch
+from fastreid.config import CfgNode as CN
+
+
+def add_agreid_config(cfg: CN) -> None:
+    """Add every key AG-ReID reads to a fastreid config, with its default.
+
+    Call this on ``fastreid.config.get_cfg()`` before merging a YAML file.
+    """
+    _C = cfg
+
+    # CPU first: "cuda" when a GPU is visible, "cpu" otherwise (fastreid assumes "cuda").
+    _C.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+    # ---------------------------------------------------------------- backbone
+    # open_clip model name: "ViT-B-16", "RN50", or "AGReID-Tiny-ViT" (shipped, for tests and CPU demo).
+    _C.MODEL.BACKBONE.CLIP_NAME = "ViT-B-16"
+    # Pretrained weights: an open_clip tag ("openai"), "none" for random init (tests, demo), or ""
+    # (unset: fastreid's own backbones load nothing; the CLIP backbone refuses to guess).
+    # A string, not fastreid's bool, so one key names the weights for every backbone.
+    _C.MODEL.BACKBONE.PRETRAIN = ""
+    # Overlapping patches (OLP): patch-embedding stride; 16 = no overlap, 12 in the paper's configs.
+    _C.MODEL.BACKBONE.STRIDE = 16
+    # Side information embedding (SIE) on the CLS token: on/off and its coefficient.
+    _C.MODEL.BACKBONE.SIE_CAMERA = True
+    _C.MODEL.BACKBONE.SIE_COE = 1.0
+    # Number of cameras for the SIE table; 0 = take it from the training set.
+    _C.MODEL.BACKBONE.NUM_CAMERAS = 0
+
+    # ------------------------------------------------------------------ prompts
+    _C.MODEL.PROMPT = CN()
+    # Template name (default, longer, random, a, b, c, d) or a sentence whose "X" words are learnable.
+    _C.MODEL.PROMPT.TEMPLATE = "d"
+    # Std of the normal init of the per-identity learnable tokens V.
+    _C.MODEL.PROMPT.INIT_STD = 0.02
+
+    # ------------------------------------------------------- attribute encoder
+    _C.MODEL.ATTR = CN()
+    # Use the attribute encoder E_A and its losses (False = the CLIP-ReID baseline / "AT only").
+    _C.MODEL.ATTR.ENABLED = True
+    # Transformer encoder layers, heads and width of E_A (4 layers in the paper).
+    _C.MODEL.ATTR.NUM_LAYERS = 4
+    _C.MODEL.ATTR.NUM_HEADS = 8
+    _C.MODEL.ATTR.DIM = 256
+    # lambda: weight of L_attrA in stage 1.
+    _C.MODEL.ATTR.ALIGN_WEIGHT = 1.0
+    # beta: weight of L_attrG in stage 2.
+    _C.MODEL.ATTR.GUIDE_WEIGHT = 0.01
+    # Noise-mask threshold gamma: "otsu", "p50", "p75", "p90", a number, or "-1" (no mask).
+    _C.MODEL.ATTR.THRESHOLD = "otsu"
+    # Keep training E_A in stage 2 (the paper freezes it; gradients still reach the image encoder).
+    _C.MODEL.ATTR.TRAIN_IN_GUIDE = False
+
+    # ------------------------------------------------------------------- losses
+    # Weight of the image-to-text cross-entropy L_CE of stage 2 (0 disables it).
+    _C.MODEL.LOSSES.I2T = CN({"SCALE": 1.0})
+    # Weights of the two SupCon directions of stage 1.
+    _C.MODEL.LOSSES.SUPCON = CN({"SCALE": 1.0})
+
+    # Stage-2 warm-up length in epochs (from SOLVER.WARMUP_FACTOR x the base rate), used by the
+    # two-phase trainer instead of fastreid's WARMUP_ITERS; SOLVER.STEPS are epochs of stage 2.
+    _C.SOLVER.WARMUP_EPOCHS = 10
+
+    # ------------------------------------------------------------------ stage 1
+    # Stage 1 (phase "align") runs on cached image features; stage 2 ("guide") uses SOLVER.*.
+    _C.SOLVER.STAGE1 = CN()
+    # Epochs of stage 1; 0 skips it (e.g. fastreid's own Baseline, or stage 2 from a checkpoint).
+    _C.SOLVER.STAGE1.MAX_EPOCH = 120
+    _C.SOLVER.STAGE1.IMS_PER_BATCH = 64
+    _C.SOLVER.STAGE1.OPT = "Adam"
+    _C.SOLVER.STAGE1.BASE_LR = 3.5e-4
+    _C.SOLVER.STAGE1.WEIGHT_DECAY = 1e-4
+    # Linear warm-up from WARMUP_LR over WARMUP_EPOCHS, then cosine down to ETA_MIN_LR.
+    _C.SOLVER.STAGE1.WARMUP_EPOCHS = 5
+    _C.SOLVER.STAGE1.WARMUP_LR = 1e-6
+    _C.SOLVER.STAGE1.ETA_MIN_LR = 1e-6
+    # Save a checkpoint every N stage-1 epochs (and at the switch to stage 2).
+    _C.SOLVER.STAGE1.CHECKPOINT_PERIOD = 20
+    # Batch size of the one-off forward pass that fills the stage-1 feature cache.
+    _C.SOLVER.STAGE1.CACHE_BATCH = 64
+
+    # --------------------------------------------------------------------- data
+    # What to do with an image that cannot be decoded, checked before training starts:
+    # "error" (stop, naming every bad file), "skip" (drop it with a warning naming it), "off".
+    _C.DATASETS.BAD_IMAGES = "error"
+    # Root of the datasets; "" = $FASTREID_DATASETS or "datasets" (fastreid's convention).
+    _C.DATASETS.ROOT = ""

@@ -1,0 +1,46 @@
+"""Start one or many training processes: fastreid's ``launch``, plus ``torchrun``."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from fastreid.engine import launch as fastreid_launch
+from fastreid.utils import comm
+
+
+def _launched_by_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def _init_from_torchrun() -> None:
+    """Join the process group torchrun describes in the environment (NCCL on GPUs, else gloo)."""
+    local_rank = int(os.environ["LOCAL_RANK"])
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= local_size
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    machine_rank = dist.get_rank() // local_size
+    for i in range(dist.get_world_size() // local_size):
+        group = dist.new_group(list(range(i * local_size, (i + 1) * local_size)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
+
+
+def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1,
+           machine_rank: int = 0, dist_url: Optional[str] = None, args: Sequence = ()) -> None:
+    """Run ``main_func(*args)`` in every process of a (possibly distributed) job.
+
+    Under ``torchrun`` the process joins the group torchrun set up. Otherwise this is fastreid's
+    ``launch`` (``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``): NCCL on
+    GPUs, gloo on a machine without them (``--num-gpus 2`` then runs two CPU processes).
+    """
+    if _launched_by_torchrun():
+        _init_from_torchrun()
+        main_func(*args)
+        return
+    fastreid_launch(main_func, num_gpus_per_machine, num_machines=num_machines,
+                    machine_rank=machine_rank, dist_url=dist_url, args=tuple(args))

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Train and evaluate AG-ReID (or any fastreid model) with fastreid's command-line flags.
+
+    python tools/train_net.py --config-file configs/OccDuke/agreid.yml [KEY VALUE ...]
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+    python tools/train_net.py --config-file ... --num-gpus 4
+    torchrun --nproc_per_node 4 tools/train_net.py --config-file ...
+"""
+import agreid
+from agreid.engine import AGReIDTrainer, launch
+from fastreid.config import get_cfg
+from fastreid.engine import default_argument_parser, default_setup
+from fastreid.utils.checkpoint import Checkpointer
+
+
+def setup(args):
+    """Create the config from fastreid's defaults, AG-ReID's keys, the file and the command line."""
+    cfg = get_cfg()
+    agreid.add_agreid_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        cfg.defrost()
+        if cfg.MODEL.WEIGHTS:
+            # The checkpoint holds every weight: load no pretrained ones first.
+            uses_clip = (cfg.MODEL.META_ARCHITECTURE == "AGReID"
+                         or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone")
+            cfg.MODEL.BACKBONE.PRETRAIN = "none" if uses_clip else ""
+        model = AGReIDTrainer.build_model(cfg)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        return AGReIDTrainer.test(cfg, model)
+    trainer = AGReIDTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
