@@ -26,7 +26,7 @@ def _cfg(**overrides):
 
 
 def test_every_fix_is_listed_and_applied_once():
-    assert len(compat.FIXES) == 11
+    assert len(compat.FIXES) == 12
     compat.apply()  # second call: a no-op, must not wrap anything twice
     from fastreid.engine import hooks
 
@@ -204,3 +204,16 @@ def test_launch_two_cpu_processes_with_gloo_and_ddp_unused_parameters(tmp_path):
     assert all(r["world"] == 2 and r["backend"] == "gloo" for r in results)
     # DDP averaged the gradients: both ranks hold the same reduced gradient.
     assert torch.allclose(results[0]["grad_sum"], results[1]["grad_sum"])
+
+
+def test_deprecation_noise_of_fastreid_to_tensor_is_silenced():
+    import warnings
+
+    from fastreid.data.transforms import ToTensor
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compat._silence_deprecation_noise()
+        ToTensor()(Image.new("RGB", (8, 8)))
+    assert not [w for w in caught if "TypedStorage" in str(w.message)]

@@ -9,7 +9,8 @@ from . import compat
 compat.apply()
 
 from .config import add_agreid_config  # noqa: E402
-from . import data as _  # noqa: E402,F401  # registration
+from . import data as _data  # noqa: E402,F401  # registration
+from . import modeling as _modeling  # noqa: E402,F401  # registration
 
 __version__ = "0.1.0"
 

@@ -248,6 +248,17 @@ def _fix_eval_period_zero() -> None:
     hooks.EvalHook.after_train = after_train
 
 
+def _silence_deprecation_noise() -> None:
+    """fastreid's ``ToTensor`` and ``AMPTrainer`` warn on every worker and run about APIs that
+    still work (``TypedStorage``, ``torch.cuda.amp.GradScaler``): keep the log readable."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="torch.cuda.amp.GradScaler is enabled, but CUDA",
+                            category=UserWarning)
+
+
 FIXES = (
     _fix_removed_imports,
     _fix_dataloader_without_cuda,
@@ -260,6 +271,7 @@ FIXES = (
     _fix_random_affine,
     _fix_checkpoint_weights_only,
     _fix_eval_period_zero,
+    _silence_deprecation_noise,
 )
 
 

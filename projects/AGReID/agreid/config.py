@@ -43,6 +43,8 @@ def add_agreid_config(cfg: CN) -> None:
     _C.MODEL.ATTR.NUM_LAYERS = 4
     _C.MODEL.ATTR.NUM_HEADS = 8
     _C.MODEL.ATTR.DIM = 256
+    # Hidden width of E_A's MLPs; with DIM 256 it sizes E_A to the paper's 2.76M params (ViT-B/16, r=10).
+    _C.MODEL.ATTR.FFN_DIM = 704
     # lambda: weight of L_attrA in stage 1.
     _C.MODEL.ATTR.ALIGN_WEIGHT = 1.0
     # beta: weight of L_attrG in stage 2.

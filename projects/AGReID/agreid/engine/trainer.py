@@ -193,7 +193,17 @@ class AGReIDTrainer(DefaultTrainer):
                 self.iters_per_epoch = self._image_iters_per_epoch
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
+            self._forget_losses_of_other_phases()
             self.phase_ready = True
+
+    def _forget_losses_of_other_phases(self) -> None:
+        """Drop logged losses of the previous phase, so the log shows only the current ones."""
+        storage = getattr(self, "storage", None)
+        if storage is None:
+            return
+        for name in [n for n in storage.histories() if n.startswith("loss_")]:
+            del storage.histories()[name]
+            storage.latest().pop(name, None)
 
     @torch.no_grad()
     def feature_cache(self):

@@ -1,0 +1,160 @@
+"""Build an ``open_clip`` CLIP model and load its weights through one path.
+
+Weights come from exactly one source, chosen by the config:
+
+- ``MODEL.BACKBONE.PRETRAIN_PATH``: a local file, OpenAI's TorchScript release (e.g.
+  ``ViT-B-16.pt``) or an open_clip checkpoint / state dict (``.pt``, ``.bin``, ``.safetensors``);
+- ``MODEL.BACKBONE.PRETRAIN``: an open_clip pretrained tag (e.g. ``openai``), downloaded by
+  open_clip into its cache and then loaded like a local file;
+- ``MODEL.BACKBONE.PRETRAIN: none``: random init, only when a config asks for it (tests, demo).
+
+Anything else (no tag and no file, or a tag that cannot be downloaded offline) raises
+:class:`CLIPWeightsNotFoundError`, whose message names the file to download and the key to set.
+"""
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.model import CLIP
+
+logger = logging.getLogger(__name__)
+
+# The project's own open_clip configs (the tiny ViT used by tests and the CPU demo).
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+RANDOM_INIT = "none"
+# Entries of OpenAI's TorchScript archives that are hyper-parameters, not weights.
+_OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+class CLIPWeightsNotFoundError(FileNotFoundError):
+    """No CLIP weights could be found for the configured model (the message says what to do)."""
+
+
+def load_clip(cfg) -> CLIP:
+    """Build ``MODEL.BACKBONE.CLIP_NAME`` and load the weights the config names.
+
+    Args:
+        cfg: a fastreid config with AG-ReID's keys (``MODEL.BACKBONE.CLIP_NAME``, ``PRETRAIN``,
+            ``PRETRAIN_PATH``).
+
+    Returns:
+        The whole open_clip ``CLIP`` model (image and text towers), fp32, on the CPU.
+    """
+    return create_clip(
+        cfg.MODEL.BACKBONE.CLIP_NAME,
+        pretrained=str(cfg.MODEL.BACKBONE.PRETRAIN).strip(),
+        checkpoint_path=str(cfg.MODEL.BACKBONE.PRETRAIN_PATH).strip(),
+    )
+
+
+def create_clip(model_name: str, *, pretrained: str = "", checkpoint_path: str = "") -> CLIP:
+    """Build an open_clip CLIP model and load its weights from a file, a tag, or nothing.
+
+    Args:
+        model_name: an open_clip model config name (``ViT-B-16``, ``RN50``, ``AGReID-Tiny-ViT``).
+        pretrained: an open_clip pretrained tag, ``"none"`` (random init) or ``""`` (unset).
+        checkpoint_path: a local weights file; when given it wins over ``pretrained``.
+
+    Raises:
+        CLIPWeightsNotFoundError: when no weights are available (the message names the file to
+            download and the config key to set).
+        ValueError: for an unknown tag, or a file that holds none of the model's weights.
+    """
+    if checkpoint_path:
+        if pretrained:
+            logger.warning(
+                "MODEL.BACKBONE.PRETRAIN_PATH %s is set: ignoring MODEL.BACKBONE.PRETRAIN %r.",
+                checkpoint_path, pretrained,
+            )
+        if not Path(checkpoint_path).is_file():
+            raise CLIPWeightsNotFoundError(
+                f"MODEL.BACKBONE.PRETRAIN_PATH {checkpoint_path!r} is not a file. "
+                + _how_to_get_weights(model_name)
+            )
+        return _build_and_load(model_name, checkpoint_path, quick_gelu=_is_torchscript(checkpoint_path))
+
+    if pretrained.lower() == RANDOM_INIT:
+        logger.warning("CLIP %s: random init (MODEL.BACKBONE.PRETRAIN none).", model_name)
+        return open_clip.create_model(model_name, pretrained=None)
+
+    if not pretrained:
+        raise CLIPWeightsNotFoundError(
+            f"No CLIP weights configured for MODEL.BACKBONE.CLIP_NAME {model_name!r}. "
+            + _how_to_get_weights(model_name)
+        )
+
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not tag_cfg:
+        raise ValueError(
+            f"MODEL.BACKBONE.PRETRAIN {pretrained!r} is not an open_clip tag of {model_name!r}; "
+            f"known tags: {open_clip.list_pretrained_tags_by_model(model_name)}, or 'none'."
+        )
+    try:
+        downloaded = open_clip.download_pretrained(tag_cfg)
+    except Exception as error:  # network errors come in many types (OSError, HF hub, urllib)
+        raise CLIPWeightsNotFoundError(
+            f"Could not download the {pretrained!r} weights of {model_name!r} ({error}). "
+            + _how_to_get_weights(model_name)
+        ) from error
+    # open_clip's tag configs say whether the weights were trained with QuickGELU (OpenAI's were).
+    return _build_and_load(model_name, downloaded, quick_gelu=tag_cfg.get("quick_gelu", False))
+
+
+def _build_and_load(model_name: str, checkpoint_path: str, *, quick_gelu: bool) -> CLIP:
+    """Create ``model_name`` and load ``checkpoint_path`` into it, logging keys that did not match."""
+    model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
+    if _is_torchscript(checkpoint_path):
+        # OpenAI's release is a TorchScript archive whose state dict already uses open_clip's key
+        # names; open_clip's own loader reads it with weights_only=True, which TorchScript refuses.
+        state_dict = torch.jit.load(checkpoint_path, map_location="cpu").state_dict()
+        for key in _OPENAI_META_KEYS:
+            state_dict.pop(key, None)
+        incompatible = model.load_state_dict(state_dict, strict=False)
+    else:
+        incompatible = open_clip.load_checkpoint(model, checkpoint_path, strict=False)
+
+    num_loaded = len(model.state_dict()) - len(incompatible.missing_keys)
+    if num_loaded == 0:
+        raise ValueError(
+            f"{checkpoint_path} holds none of the weights of CLIP {model_name!r}: is it the right file? "
+            f"Unexpected keys (first 10): {incompatible.unexpected_keys[:10]}"
+        )
+    logger.info(
+        "CLIP %s: loaded %d tensors from %s; missing keys: %s; unexpected keys: %s",
+        model_name, num_loaded, checkpoint_path,
+        incompatible.missing_keys or "none", incompatible.unexpected_keys or "none",
+    )
+    return model
+
+
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (the format of OpenAI's CLIP release)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def _how_to_get_weights(model_name: str) -> str:
+    """The sentence of an error message that says which file to download and which key to set."""
+    openai_cfg = open_clip.get_pretrained_cfg(model_name, "openai")
+    if openai_cfg.get("url"):
+        file_name = openai_cfg["url"].rsplit("/", 1)[-1]
+        return (
+            f"Download OpenAI's {file_name} from {openai_cfg['url']} (on a machine with internet), "
+            f"place it on this machine and set MODEL.BACKBONE.PRETRAIN_PATH /path/to/{file_name}; "
+            "or set MODEL.BACKBONE.PRETRAIN openai where the internet is reachable; "
+            "MODEL.BACKBONE.PRETRAIN none gives random weights (tests and demo only)."
+        )
+    return (
+        f"{model_name!r} has no public OpenAI weights: set MODEL.BACKBONE.PRETRAIN_PATH to a "
+        f"checkpoint of it, MODEL.BACKBONE.PRETRAIN to one of its open_clip tags "
+        f"{open_clip.list_pretrained_tags_by_model(model_name)}, or MODEL.BACKBONE.PRETRAIN none "
+        "for random weights (tests and demo only)."
+    )
