@@ -10,7 +10,9 @@ import agreid
 from agreid.engine import AGReIDTrainer, launch
 from fastreid.config import get_cfg
 from fastreid.engine import default_argument_parser, default_setup
+from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
+from fastreid.utils.logger import setup_logger
 
 
 def setup(args):
@@ -21,6 +23,7 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="agreid")
     return cfg
 
 

@@ -201,7 +201,7 @@ class AGReIDTrainer(DefaultTrainer):
         storage = getattr(self, "storage", None)
         if storage is None:
             return
-        for name in [n for n in storage.histories() if n.startswith("loss_")]:
+        for name in [n for n in storage.histories() if n.startswith("loss_") or n == "total_loss"]:
             del storage.histories()[name]
             storage.latest().pop(name, None)
 
