@@ -32,10 +32,7 @@ def main(args):
     if args.eval_only:
         cfg.defrost()
         if cfg.MODEL.WEIGHTS:
-            # The checkpoint holds every weight: load no pretrained ones first.
-            uses_clip = (cfg.MODEL.META_ARCHITECTURE == "AGReID"
-                         or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone")
-            cfg.MODEL.BACKBONE.PRETRAIN = "none" if uses_clip else ""
+            agreid.skip_pretrained_weights(cfg)
         model = AGReIDTrainer.build_model(cfg)
         Checkpointer(model).load(cfg.MODEL.WEIGHTS)
         return AGReIDTrainer.test(cfg, model)

@@ -75,8 +75,7 @@ def main():
     cfg.merge_from_list(args.opts)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("Give the trained weights: MODEL.WEIGHTS path/to/model_final.pth")
-    uses_clip = cfg.MODEL.META_ARCHITECTURE == "AGReID" or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone"
-    cfg.MODEL.BACKBONE.PRETRAIN = "none" if uses_clip else ""
+    agreid.skip_pretrained_weights(cfg)
     model = AGReIDTrainer.build_model(cfg)
     Checkpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()

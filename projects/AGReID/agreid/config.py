@@ -88,3 +88,14 @@ def add_agreid_config(cfg: CN) -> None:
     _C.DATASETS.BAD_IMAGES = "error"
     # Root of the datasets; "" = $FASTREID_DATASETS or "datasets" (fastreid's convention).
     _C.DATASETS.ROOT = ""
+
+
+def skip_pretrained_weights(cfg: CN) -> None:
+    """Load no pretrained backbone weights: a full checkpoint (``MODEL.WEIGHTS``) follows.
+
+    CLIP backbones take ``"none"`` (random init, explicitly asked); fastreid's own backbones
+    load nothing when the key is empty.
+    """
+    uses_clip = (cfg.MODEL.META_ARCHITECTURE == "AGReID"
+                 or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone")
+    cfg.MODEL.BACKBONE.PRETRAIN = "none" if uses_clip else ""
