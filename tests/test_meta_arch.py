@@ -213,6 +213,6 @@ def test_configuration_errors():
         build_model(_cfg(**{"MODEL.HEADS.NAME": "EmbeddingHead", "MODEL.HEADS.EMBEDDING_DIM": 8}))
     with pytest.raises(ValueError, match="NUM_CLASSES"):
         build_model(_cfg(**{"MODEL.HEADS.NUM_CLASSES": 0}))
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(ValueError, match="THRESHOLD"):
         build_model(_cfg(**{"MODEL.ATTR.THRESHOLD": "median"}))
     assert isinstance(_model(), AGReID)

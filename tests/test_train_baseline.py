@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import agreid
@@ -33,7 +34,7 @@ class _FrozenStemTrainer(AGReIDTrainer):
 
 
 def test_training_steps_move_trainable_weights_only(repo_root, tiny_dataset_root, tmp_path):
-    cfg = _cfg(repo_root, tiny_dataset_root, tmp_path, ["SOLVER.MAX_EPOCH", "1"])
+    cfg = _cfg(repo_root, tiny_dataset_root, tmp_path, ["SOLVER.MAX_EPOCH", "2"])
     trainer = _FrozenStemTrainer(cfg)
     assert trainer.cfg.MODEL.DEVICE in ("cpu", "cuda")
     assert trainer.iters_per_epoch == 64 // 16
@@ -65,3 +66,9 @@ def test_train_net_trains_and_evaluates(repo_root, tiny_dataset_root, tmp_path):
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Rank-1" in (tmp_path / "eval" / "log.txt").read_text()
+
+
+def test_cosine_schedule_shorter_than_warmup_is_a_clear_error(repo_root, tiny_dataset_root, tmp_path):
+    cfg = _cfg(repo_root, tiny_dataset_root, tmp_path, ["SOLVER.MAX_EPOCH", "1"])
+    with pytest.raises(ValueError, match=r"SOLVER.MAX_EPOCH \(1\) must exceed"):
+        AGReIDTrainer(cfg)

@@ -1,4 +1,6 @@
 """AG-ReID's config keys, added on top of fastreid's defaults."""
+import logging
+
 import torch
 from fastreid.config import CfgNode as CN
 
@@ -49,8 +51,12 @@ def add_agreid_config(cfg: CN) -> None:
     _C.MODEL.ATTR.ALIGN_WEIGHT = 1.0
     # beta: weight of L_attrG in stage 2.
     _C.MODEL.ATTR.GUIDE_WEIGHT = 0.01
-    # Noise-mask threshold gamma: "otsu", "p50", "p75", "p90", a number, or "-1" (no mask).
+    # Noise-mask threshold gamma: "otsu", a percentile "p50"/"p75"/"p90" (any "pNN"), "fixed"
+    # (THRESHOLD_VALUE), or "none" (no mask: the paper's gamma = -1 for holistic data).
+    # Two keys because yacs reads a quoted number as a number, never as a string.
     _C.MODEL.ATTR.THRESHOLD = "otsu"
+    # gamma when THRESHOLD is "fixed" (a cosine similarity; -1 masks nothing).
+    _C.MODEL.ATTR.THRESHOLD_VALUE = 0.0
     # Keep training E_A in stage 2 (the paper freezes it; gradients still reach the image encoder).
     _C.MODEL.ATTR.TRAIN_IN_GUIDE = False
 
@@ -94,8 +100,31 @@ def skip_pretrained_weights(cfg: CN) -> None:
     """Load no pretrained backbone weights: a full checkpoint (``MODEL.WEIGHTS``) follows.
 
     CLIP backbones take ``"none"`` (random init, explicitly asked); fastreid's own backbones
-    load nothing when the key is empty.
+    load nothing when the key is empty. The activation is not in a checkpoint: a CLIP model
+    trained from weights that use QuickGELU (OpenAI's) is rebuilt with open_clip's
+    ``-quickgelu`` model of the same name, so its features stay the same.
     """
     uses_clip = (cfg.MODEL.META_ARCHITECTURE == "AGReID"
                  or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone")
-    cfg.MODEL.BACKBONE.PRETRAIN = "none" if uses_clip else ""
+    if not uses_clip:
+        cfg.MODEL.BACKBONE.PRETRAIN = ""
+        return
+    import open_clip
+
+    from .modeling.deploy import clip_uses_quick_gelu
+
+    name = cfg.MODEL.BACKBONE.CLIP_NAME
+    try:
+        quick_gelu = clip_uses_quick_gelu(cfg)
+    except FileNotFoundError:
+        # The pretrained file is not on this machine; OpenAI's release is the usual one.
+        logging.getLogger(__name__).warning(
+            "MODEL.BACKBONE.PRETRAIN_PATH %s is missing here: assuming it was OpenAI's release "
+            "(QuickGELU activations).", cfg.MODEL.BACKBONE.PRETRAIN_PATH)
+        quick_gelu = True
+    if quick_gelu and not name.endswith("-quickgelu"):
+        if f"{name}-quickgelu" not in open_clip.list_models():
+            raise ValueError(f"{name} was trained with QuickGELU but open_clip has no "
+                             f"'{name}-quickgelu' model to rebuild it with.")
+        cfg.MODEL.BACKBONE.CLIP_NAME = f"{name}-quickgelu"
+    cfg.MODEL.BACKBONE.PRETRAIN = "none"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import weakref
@@ -277,6 +278,13 @@ class AGReIDTrainer(DefaultTrainer):
         """fastreid's schedulers; a model with phases uses :class:`PhaseLRScheduler` instead."""
         if self.has_phases:
             return {}
+        warmup_epochs = max(math.ceil(cfg.SOLVER.WARMUP_ITERS / iters_per_epoch), cfg.SOLVER.DELAY_EPOCHS)
+        if cfg.SOLVER.SCHED == "CosineAnnealingLR" and cfg.SOLVER.MAX_EPOCH <= warmup_epochs:
+            # fastreid would build a cosine schedule of length 0 and divide by zero at step 1.
+            raise ValueError(
+                f"SOLVER.MAX_EPOCH ({cfg.SOLVER.MAX_EPOCH}) must exceed the warm-up/delay epochs "
+                f"({warmup_epochs}: SOLVER.WARMUP_ITERS {cfg.SOLVER.WARMUP_ITERS} at {iters_per_epoch} "
+                f"iterations an epoch, SOLVER.DELAY_EPOCHS {cfg.SOLVER.DELAY_EPOCHS}) for CosineAnnealingLR")
         return super().build_lr_scheduler(cfg, optimizer, iters_per_epoch)
 
     def build_hooks(self):
@@ -350,6 +358,16 @@ class AGReIDTrainer(DefaultTrainer):
         return DefaultTrainer.auto_scale_hyperparams(cfg, num_classes)
 
     # -------------------------------------------------------------------- loop
+    def _stop_prefetching(self) -> None:
+        """Stop the prefetch thread of fastreid's endless training loader.
+
+        Left running, it is killed mid-operation at interpreter exit and the process aborts
+        ("terminate called without an active exception").
+        """
+        loader = self._image_loader
+        if getattr(loader, "iter", None) is not None and hasattr(loader, "shutdown"):
+            loader.shutdown()
+
     def resume_or_load(self, resume: bool = True) -> None:
         """fastreid's, with the global iteration derived from the epoch (phases differ in length)."""
         super().resume_or_load(resume=resume)
@@ -375,6 +393,7 @@ class AGReIDTrainer(DefaultTrainer):
                 raise
             finally:
                 self.after_train()
+                self._stop_prefetching()
         if comm.is_main_process():
             return getattr(self, "_last_eval_results", None)
         return None

@@ -8,6 +8,7 @@ from . import losses
 from .attribute_head import AttributeHead  # registration
 from .clip_backbone import CLIPImageEncoder, ImageFeatures, build_clip_backbone  # registration
 from .clip_loader import CLIPWeightsNotFoundError, create_clip, load_clip
+from .deploy import DeployedImageEncoder, build_deployed_encoder
 from .meta_arch import PHASES, AGReID  # registration
 from .prompts import TEMPLATES, PromptLearner, parse_template
 from .text_encoder import TextEncoder
@@ -17,12 +18,14 @@ __all__ = [
     "AttributeHead",
     "CLIPImageEncoder",
     "CLIPWeightsNotFoundError",
+    "DeployedImageEncoder",
     "ImageFeatures",
     "PHASES",
     "PromptLearner",
     "TEMPLATES",
     "TextEncoder",
     "build_clip_backbone",
+    "build_deployed_encoder",
     "create_clip",
     "load_clip",
     "losses",

@@ -31,6 +31,19 @@ _FROZEN_PARAMETERS = ("bnneck.bias", "bnneck_proj.bias")
 _DEPLOYED_MODULES = ("backbone", "bnneck", "bnneck_proj")
 
 
+def _threshold_from_config(attr_cfg):
+    """gamma of the noise mask from ``MODEL.ATTR.THRESHOLD`` (+ ``THRESHOLD_VALUE`` when "fixed")."""
+    method = attr_cfg.THRESHOLD.strip().lower()
+    if method == "none":
+        return None
+    if method == "fixed":
+        return parse_threshold(float(attr_cfg.THRESHOLD_VALUE))
+    if method in ("otsu",) or method.startswith("p"):
+        return parse_threshold(method)
+    raise ValueError(f"MODEL.ATTR.THRESHOLD {attr_cfg.THRESHOLD!r}: use otsu, p50, p75, p90, fixed "
+                     f"(with MODEL.ATTR.THRESHOLD_VALUE) or none.")
+
+
 @META_ARCH_REGISTRY.register()
 class AGReID(Baseline):
     """AG-ReID: attribute guidance with inherent pseudo-labels (SPEC sections 1-3).
@@ -135,7 +148,7 @@ class AGReID(Baseline):
             "attr": {
                 "align_weight": cfg.MODEL.ATTR.ALIGN_WEIGHT,
                 "guide_weight": cfg.MODEL.ATTR.GUIDE_WEIGHT,
-                "threshold": parse_threshold(cfg.MODEL.ATTR.THRESHOLD),
+                "threshold": _threshold_from_config(cfg.MODEL.ATTR),
             },
         })
         ret.update(

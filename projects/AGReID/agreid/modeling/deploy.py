@@ -1,0 +1,377 @@
+"""AG-ReID's image encoder alone, for deployment: no text encoder, prompts or attribute encoder.
+
+Inference needs the image encoder only (SPEC section 1). :class:`DeployedImageEncoder` holds
+the CLIP image encoder (OLP, SIE), the BNNecks when ``MODEL.HEADS.NECK_FEAT`` is ``after``, and
+the pixel normalisation; its output is AGReID's eval-mode test feature.
+
+:func:`build_deployed_encoder` builds it from a full training checkpoint (with the config it
+was trained with) or from an exported ``image_encoder.pth`` (no config needed), and only ever
+builds CLIP's vision tower. The exported file holds the weights and the few settings needed to
+rebuild the encoder (:class:`EncoderSettings`); ``tools/export_image_encoder.py`` writes it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import pickle
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import _build_vision_tower
+from open_clip.transformer import QuickGELU
+from torch import Tensor, nn
+
+from .clip_backbone import CLIPImageEncoder
+from .clip_loader import RANDOM_INIT, _is_torchscript
+from .meta_arch import _DEPLOYED_MODULES, AGReID
+
+logger = logging.getLogger(__name__)
+
+# Marks an exported encoder file; the version changes when its layout does.
+EXPORT_FORMAT = "agreid-image-encoder"
+EXPORT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSettings:
+    """What it takes to rebuild the deployed encoder, besides its weights.
+
+    Attributes:
+        clip_name: open_clip model name (``MODEL.BACKBONE.CLIP_NAME``), for the record.
+        clip_config: open_clip's model config of ``clip_name`` (``embed_dim``, ``vision_cfg``),
+            stored so the file rebuilds even where open_clip does not know the name.
+        quick_gelu: whether the ViT's MLPs use QuickGELU (OpenAI's weights do). It is not in
+            the weights, and a wrong activation silently changes every feature.
+        input_size: (height, width) of the input images.
+        stride: patch-embedding stride (OLP).
+        num_cameras: rows of the SIE table; 0 = no SIE.
+        sie_coe: SIE coefficient.
+        neck_feat: test feature ``before`` or ``after`` the BNNecks.
+        pixel_mean, pixel_std: per-channel normalisation of 0-255 images.
+    """
+
+    clip_name: str
+    clip_config: dict
+    quick_gelu: bool
+    input_size: Tuple[int, int]
+    stride: int
+    num_cameras: int
+    sie_coe: float
+    neck_feat: str
+    pixel_mean: Tuple[float, float, float]
+    pixel_std: Tuple[float, float, float]
+
+    @classmethod
+    def from_config(cls, cfg, *, num_cameras: int, quick_gelu: Optional[bool] = None) -> "EncoderSettings":
+        """Settings of an AG-ReID config.
+
+        Args:
+            cfg: the config the model was trained with.
+            num_cameras: rows of the SIE table (the checkpoint knows; the config may say 0 = auto).
+            quick_gelu: the activation, or None to derive it from the configured CLIP weights.
+        """
+        clip_name = cfg.MODEL.BACKBONE.CLIP_NAME
+        clip_config = open_clip.get_model_config(clip_name)
+        if clip_config is None:
+            raise ValueError(f"open_clip has no model config {clip_name!r} (MODEL.BACKBONE.CLIP_NAME).")
+        return cls(
+            clip_name=clip_name,
+            clip_config={"embed_dim": clip_config["embed_dim"], "vision_cfg": dict(clip_config["vision_cfg"])},
+            quick_gelu=clip_uses_quick_gelu(cfg) if quick_gelu is None else bool(quick_gelu),
+            input_size=(int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1])),
+            stride=int(cfg.MODEL.BACKBONE.STRIDE),
+            num_cameras=int(num_cameras),
+            sie_coe=float(cfg.MODEL.BACKBONE.SIE_COE),
+            neck_feat=cfg.MODEL.HEADS.NECK_FEAT,
+            pixel_mean=tuple(float(v) for v in cfg.MODEL.PIXEL_MEAN),
+            pixel_std=tuple(float(v) for v in cfg.MODEL.PIXEL_STD),
+        )
+
+    def to_dict(self) -> dict:
+        """Plain Python values (``torch.load(weights_only=True)`` reads them back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EncoderSettings":
+        """The inverse of :meth:`to_dict`."""
+        values = dict(values)
+        for key in ("input_size", "pixel_mean", "pixel_std"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def clip_uses_quick_gelu(cfg) -> bool:
+    """Whether the CLIP model of ``cfg`` was built with QuickGELU, by the rule of ``create_clip``.
+
+    A model config may ask for it; OpenAI's TorchScript files and open_clip tags that say so
+    (``openai``) get it. Random init does not.
+
+    Raises:
+        FileNotFoundError: ``MODEL.BACKBONE.PRETRAIN_PATH`` is set but missing, so the rule
+            cannot be applied; pass ``quick_gelu`` explicitly instead.
+    """
+    clip_name = cfg.MODEL.BACKBONE.CLIP_NAME
+    if (open_clip.get_model_config(clip_name) or {}).get("quick_gelu", False):
+        return True
+    checkpoint_path = str(cfg.MODEL.BACKBONE.PRETRAIN_PATH).strip()
+    if checkpoint_path:
+        if not os.path.isfile(checkpoint_path):
+            raise FileNotFoundError(
+                f"MODEL.BACKBONE.PRETRAIN_PATH {checkpoint_path!r} is not a file: it tells whether the "
+                "image encoder uses QuickGELU (OpenAI's TorchScript release does). Place it there, or "
+                "say it explicitly (quick_gelu=True/False, --quick-gelu yes/no)."
+            )
+        return _is_torchscript(checkpoint_path)
+    pretrained = str(cfg.MODEL.BACKBONE.PRETRAIN).strip()
+    if pretrained and pretrained.lower() != RANDOM_INIT:
+        return bool(open_clip.get_pretrained_cfg(clip_name, pretrained).get("quick_gelu", False))
+    return False
+
+
+class DeployedImageEncoder(nn.Module):
+    """AG-ReID's test-time model: images (0-255) and camera ids in, L2-normalised features out.
+
+    Args:
+        backbone: the CLIP image encoder (:class:`CLIPImageEncoder`).
+        pixel_mean, pixel_std: per-channel normalisation of 0-255 images.
+        neck_feat: ``before`` or ``after`` the BNNecks (``MODEL.HEADS.NECK_FEAT``).
+        bnneck, bnneck_proj: the BNNecks on ``f`` and ``f_proj``; required for ``after``,
+            dropped for ``before``.
+        settings: how to rebuild it (needed to :func:`save_deployed_encoder`).
+    """
+
+    def __init__(
+        self,
+        backbone: CLIPImageEncoder,
+        *,
+        pixel_mean,
+        pixel_std,
+        neck_feat: str = "before",
+        bnneck: Optional[nn.BatchNorm1d] = None,
+        bnneck_proj: Optional[nn.BatchNorm1d] = None,
+        settings: Optional[EncoderSettings] = None,
+    ):
+        super().__init__()
+        if neck_feat not in ("before", "after"):
+            raise ValueError(f"neck_feat must be 'before' or 'after', not {neck_feat!r}.")
+        if neck_feat == "after" and (bnneck is None or bnneck_proj is None):
+            raise ValueError("neck_feat 'after' needs both BNNecks.")
+        self.backbone = backbone
+        self.bnneck = bnneck if neck_feat == "after" else None
+        self.bnneck_proj = bnneck_proj if neck_feat == "after" else None
+        self.neck_feat = neck_feat
+        self.settings = settings
+        # (1, 3, 1, 1); kept in `settings`, not in the state dict, as in fastreid's Baseline.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.eval()
+
+    @classmethod
+    def from_agreid(cls, model: AGReID, settings: Optional[EncoderSettings] = None) -> "DeployedImageEncoder":
+        """A copy of ``model``'s image encoder (and BNNecks for ``after``), in eval mode.
+
+        Args:
+            model: a built AG-ReID model; its text side is not touched.
+            settings: the model's :class:`EncoderSettings`, needed only to save the copy.
+        """
+        if settings is not None and settings.quick_gelu != uses_quick_gelu(model.backbone):
+            raise ValueError(f"settings.quick_gelu is {settings.quick_gelu} but the model's encoder "
+                             f"{'uses' if uses_quick_gelu(model.backbone) else 'does not use'} QuickGELU.")
+        after = model.neck_feat == "after"
+        encoder = cls(
+            copy.deepcopy(model.backbone),
+            pixel_mean=model.pixel_mean.flatten().tolist(),
+            pixel_std=model.pixel_std.flatten().tolist(),
+            neck_feat=model.neck_feat,
+            bnneck=copy.deepcopy(model.bnneck) if after else None,
+            bnneck_proj=copy.deepcopy(model.bnneck_proj) if after else None,
+            settings=settings,
+        )
+        return encoder.to(model.pixel_mean.device).eval()
+
+    def forward(self, images: Tensor, camids: Optional[Tensor] = None) -> Tensor:
+        """Test features (B, final_dim + embed_dim) of images (B, 3, H, W, 0-255); camids (B,) for SIE."""
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std, camids)
+        final, proj = features.final, features.proj
+        if self.bnneck is not None:
+            final, proj = self.bnneck(final), self.bnneck_proj(proj)
+        return F.normalize(torch.cat([final, proj], dim=1), dim=1)
+
+
+def build_image_encoder(settings: EncoderSettings) -> DeployedImageEncoder:
+    """A deployed encoder with random weights: CLIP's vision tower only, nothing of the text side."""
+    # open_clip's vision-tower builder is the one its CLIP class calls; the public
+    # create_model would build (and initialise) the text tower too.
+    visual = _build_vision_tower(
+        settings.clip_config["embed_dim"], dict(settings.clip_config["vision_cfg"]), quick_gelu=settings.quick_gelu
+    )
+    backbone = CLIPImageEncoder(
+        visual,
+        input_size=settings.input_size,
+        stride=settings.stride,
+        num_cameras=settings.num_cameras,
+        sie_coe=settings.sie_coe,
+    )
+    after = settings.neck_feat == "after"
+    return DeployedImageEncoder(
+        backbone,
+        pixel_mean=settings.pixel_mean,
+        pixel_std=settings.pixel_std,
+        neck_feat=settings.neck_feat,
+        bnneck=nn.BatchNorm1d(backbone.final_dim) if after else None,
+        bnneck_proj=nn.BatchNorm1d(backbone.embed_dim) if after else None,
+        settings=settings,
+    )
+
+
+def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Optional[bool] = None) -> DeployedImageEncoder:
+    """The deployed encoder of a training checkpoint or of an exported ``image_encoder.pth``.
+
+    Args:
+        cfg: the config the model was trained with; needed for a training checkpoint, ignored
+            for an exported file (which carries its settings).
+        weights_path: a training checkpoint (fastreid's ``{"model": state_dict, ...}`` or a bare
+            AGReID state dict) or a file written by :func:`save_deployed_encoder`.
+        quick_gelu: override the activation derived from the config (training checkpoints only).
+
+    Raises:
+        FileNotFoundError: ``weights_path`` does not exist.
+        ValueError: the file is not a checkpoint, holds no image encoder, or does not fit the config.
+    """
+    checkpoint = _load_file(weights_path)
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == EXPORT_FORMAT:
+        if checkpoint.get("version") != EXPORT_VERSION:
+            raise ValueError(f"{weights_path}: exported encoder version {checkpoint.get('version')}, "
+                             f"this code reads version {EXPORT_VERSION}.")
+        settings = EncoderSettings.from_dict(checkpoint["settings"])
+        state_dict = checkpoint["state_dict"]
+    else:
+        if cfg is None:
+            raise ValueError(f"{weights_path} is a training checkpoint: pass the config it was trained with.")
+        state_dict = _image_encoder_state(checkpoint, weights_path)
+        camera_embedding = state_dict.get("backbone.camera_embedding")
+        num_cameras = 0 if camera_embedding is None else camera_embedding.shape[0]
+        settings = EncoderSettings.from_config(cfg, num_cameras=num_cameras, quick_gelu=quick_gelu)
+        if settings.neck_feat == "before":
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("bnneck.", "bnneck_proj."))}
+    encoder = build_image_encoder(settings)
+    try:
+        incompatible = encoder.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"{weights_path} does not fit the image encoder of {settings.clip_name} "
+                         f"(is the config the one it was trained with?): {error}") from error
+    if incompatible.missing_keys or incompatible.unexpected_keys:
+        raise ValueError(
+            f"{weights_path} does not fit the image encoder of {settings.clip_name} (is the config the "
+            f"one it was trained with?): missing keys {_head(incompatible.missing_keys)}, "
+            f"unexpected keys {_head(incompatible.unexpected_keys)}"
+        )
+    logger.info("Deployed image encoder %s (%s) from %s", settings.clip_name,
+                _describe(settings), weights_path)
+    return encoder.eval()
+
+
+def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
+    """Write ``encoder``'s weights and settings to ``path`` (read by :func:`build_deployed_encoder`)."""
+    if encoder.settings is None:
+        raise ValueError("This encoder has no settings: build it with build_deployed_encoder, or "
+                         "DeployedImageEncoder.from_agreid(model, EncoderSettings.from_config(cfg, ...)).")
+    state_dict = {name: tensor.detach().cpu() for name, tensor in encoder.state_dict().items()}
+    torch.save({"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+                "settings": encoder.settings.to_dict(), "state_dict": state_dict}, path)
+
+
+def trace_deployed_encoder(encoder: DeployedImageEncoder, batch_size: int = 2,
+                           atol: float = 1e-5) -> torch.jit.ScriptModule:
+    """TorchScript of ``encoder`` by tracing ``(images, camids)``, checked against eager mode.
+
+    The traced module always takes both arguments (camids are ignored without SIE). Its
+    output is compared with eager mode on the example batch and on a batch of another size.
+    """
+    encoder = encoder.eval()
+    parameter = next(encoder.parameters())
+    height, width = encoder.backbone.input_size
+    num_cameras = max(encoder.backbone.num_cameras, 1)
+
+    def example(size: int, seed: int) -> Tuple[Tensor, Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.rand(size, 3, height, width, generator=generator) * 255
+        camids = torch.randint(num_cameras, (size,), generator=generator)
+        return images.to(parameter.device), camids.to(parameter.device)
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # The input-size check reads the shape in Python: traced as a constant, which is the intent.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(encoder, example(batch_size, 0), check_trace=False)
+        for size, seed in ((batch_size, 1), (batch_size + 3, 2)):
+            inputs = example(size, seed)
+            difference = (traced(*inputs) - encoder(*inputs)).abs().max().item()
+            if difference > atol:
+                raise RuntimeError(f"TorchScript output differs from eager mode by {difference:.3g} "
+                                   f"(batch {size}); do not deploy this trace.")
+    return traced
+
+
+def count_values(state_dict: Dict[str, Tensor]) -> int:
+    """Number of numbers in a state dict (parameters and buffers)."""
+    return sum(t.numel() for t in state_dict.values() if isinstance(t, Tensor))
+
+
+def _load_file(path: str):
+    """``torch.load`` a checkpoint on the CPU, with errors that name the file."""
+    if not path:
+        raise ValueError("No weights file given: pass a training checkpoint (model_final.pth) or an "
+                         "exported image_encoder.pth.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Weights file {path!r} not found: pass a training checkpoint "
+                                "(e.g. OUTPUT_DIR/model_final.pth) or an exported image_encoder.pth.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # fastreid's training checkpoints may hold non-tensor objects (e.g. numpy metrics);
+        # they are the user's own files.
+        pass
+    except Exception as error:  # torch raises several types for a file that is no checkpoint
+        raise ValueError(f"{path} is not a PyTorch checkpoint: {error}") from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(f"{path} is not a PyTorch checkpoint: {error}") from error
+
+
+def _image_encoder_state(checkpoint, path: str) -> Dict[str, Tensor]:
+    """The image-encoder and BNNeck entries of an AGReID training checkpoint."""
+    state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path} holds no model state dict.")
+    # Saved from a DistributedDataParallel-wrapped model.
+    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    kept = {k: v for k, v in state_dict.items() if k.split(".", 1)[0] in _DEPLOYED_MODULES}
+    if not any(k.startswith("backbone.") for k in kept):
+        raise ValueError(f"{path} holds no AG-ReID image encoder (no 'backbone.*' weights); "
+                         f"its first keys are {_head(list(state_dict))}.")
+    return kept
+
+
+def _head(keys: List[str], count: int = 5) -> str:
+    """The first ``count`` keys, for error messages."""
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - count} more" if len(keys) > count else ""
+    return ", ".join(keys[:count]) + more
+
+
+def _describe(settings: EncoderSettings) -> str:
+    height, width = settings.input_size
+    return (f"{height}x{width}, stride {settings.stride}, {settings.num_cameras} SIE cameras, "
+            f"neck feat {settings.neck_feat}, {'QuickGELU' if settings.quick_gelu else 'GELU'}")
+
+
+def uses_quick_gelu(module: nn.Module) -> bool:
+    """Whether any of ``module``'s activations is open_clip's QuickGELU."""
+    return any(isinstance(m, QuickGELU) for m in module.modules())

@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Export AG-ReID's image encoder alone for deployment (docs/DEPLOY.md).
+
+Writes ``DIR/image_encoder.pth`` (weights + the settings that rebuild the encoder, no text
+encoder, prompts or attribute encoder) and, with ``--torchscript``, ``DIR/image_encoder.ts``
+(traced, checked against eager mode). Prints the sizes of the checkpoint and of the export.
+
+    python tools/export_image_encoder.py --config-file configs/OccDuke/agreid.yml \\
+        --weights logs/occduke/agreid/model_final.pth --output deploy/occduke --torchscript
+"""
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+import agreid
+from agreid.modeling.deploy import (
+    build_deployed_encoder,
+    count_values,
+    save_deployed_encoder,
+    trace_deployed_encoder,
+)
+from fastreid.config import get_cfg
+from tabulate import tabulate
+
+ENCODER_FILE = "image_encoder.pth"
+TORCHSCRIPT_FILE = "image_encoder.ts"
+QUICK_GELU = {"auto": None, "yes": True, "no": False}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default="",
+                        help="the config the model was trained with (OUTPUT_DIR/config.yaml or the YAML file)")
+    parser.add_argument("--weights", required=True, help="training checkpoint, e.g. OUTPUT_DIR/model_final.pth")
+    parser.add_argument("--output", required=True, help="folder that receives image_encoder.pth (and .ts)")
+    parser.add_argument("--torchscript", action="store_true", help="also write a traced TorchScript module")
+    parser.add_argument("--quick-gelu", default="auto", choices=sorted(QUICK_GELU),
+                        help="the encoder's activation; auto: from the config's CLIP weights (openai = yes)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def load_config(config_file: str, opts):
+    """The config as tools/train_net.py builds it, or None without a file."""
+    if not config_file:
+        return None
+    cfg = get_cfg()
+    agreid.add_agreid_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    return cfg
+
+
+def file_mib(path: str) -> float:
+    """Size of a file in MiB."""
+    return os.path.getsize(path) / 2 ** 20
+
+
+def main(argv=None) -> int:
+    """Build the encoder from the checkpoint, save it (and its trace), print the sizes."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config_file, args.opts)
+    try:
+        encoder = build_deployed_encoder(cfg, args.weights, quick_gelu=QUICK_GELU[args.quick_gelu])
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    os.makedirs(args.output, exist_ok=True)
+    encoder_path = os.path.join(args.output, ENCODER_FILE)
+    save_deployed_encoder(encoder, encoder_path)
+    # The export must rebuild on its own and give the same features.
+    rebuilt = build_deployed_encoder(None, encoder_path)
+    height, width = encoder.backbone.input_size
+    images = torch.rand(2, 3, height, width) * 255
+    camids = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images, camids), encoder(images, camids), rtol=0, atol=1e-6)
+
+    checkpoint = torch.load(args.weights, map_location="cpu", weights_only=False)
+    model_state = checkpoint.get("model", checkpoint.get("state_dict", checkpoint))
+    rows = [
+        [f"weights given ({os.path.basename(args.weights)})", f"{file_mib(args.weights):.1f}",
+         f"{count_values(model_state) / 1e6:.2f}M"],
+        [f"exported encoder ({ENCODER_FILE})", f"{file_mib(encoder_path):.1f}",
+         f"{count_values(encoder.state_dict()) / 1e6:.2f}M"],
+    ]
+    if args.torchscript:
+        traced = trace_deployed_encoder(encoder)
+        ts_path = os.path.join(args.output, TORCHSCRIPT_FILE)
+        traced.save(ts_path)
+        rows.append([f"TorchScript ({TORCHSCRIPT_FILE})", f"{file_mib(ts_path):.1f}", "same as the export"])
+    settings = encoder.settings
+    print(f"image encoder {settings.clip_name}: {height}x{width}, stride {settings.stride}, "
+          f"{settings.num_cameras} SIE cameras, neck feat {settings.neck_feat}, "
+          f"{'QuickGELU' if settings.quick_gelu else 'GELU'}; test feature "
+          f"{encoder.backbone.final_dim + encoder.backbone.embed_dim}-d")
+    print(tabulate(rows, headers=["file", "MiB", "values (params + buffers)"], tablefmt="github"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
