@@ -190,3 +190,16 @@ def test_two_processes_both_phases(repo_root, tiny_dataset_root, tmp_path, launc
     assert "World size: 2" in log
     assert "Entering phase 'guide'" in log and "Evaluation results" in log
     assert _load(out / "model_final.pth")["phase"] == {"phase": "guide"}
+
+
+def test_pseudo_label_probe_runs_on_a_trained_checkpoint(repo_root, tiny_dataset_root, two_phase_run):
+    proc = subprocess.run(
+        [sys.executable, "tools/probe_pseudo_labels.py", "--config-file", str(two_phase_run / "config.yaml"),
+         "--folds", "2", "MODEL.WEIGHTS", str(two_phase_run / "model_final.pth"),
+         "DATASETS.ROOT", tiny_dataset_root], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "16 training identities" in out
+    for attribute in ("upper_color", "lower_length", "bag", "hat", "hair_color"):
+        assert f"| {attribute}" in out
+    assert "| occluded" in out and "| whole" in out
