@@ -110,3 +110,16 @@ def test_gpu_matches_dense():
     expected = _dense_reference(q_feat, g_feat, 20, 6, 0.3)
     np.testing.assert_allclose(re_ranking(torch.from_numpy(q_feat).cuda(), torch.from_numpy(g_feat).cuda()),
                                expected, rtol=0, atol=1e-5)
+
+
+def test_block_and_chunk_sizes_do_not_change_the_result(monkeypatch):
+    """Tiny blocks: output blocks and cache chunks that do not divide the number of queries."""
+    import agreid.evaluation.rerank as rerank_module
+    q_feat, g_feat, *_ = _features(10, 37, 180, 20, 32, 1.0)
+    expected = _dense_reference(q_feat, g_feat, 20, 6, 0.3)
+    reference = re_ranking(q_feat, g_feat)
+    monkeypatch.setattr(rerank_module, "_BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(rerank_module, "_CACHE_ELEMENTS", 3 * 180 + 7)
+    result = re_ranking(q_feat, g_feat)
+    np.testing.assert_array_equal(result, reference)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
