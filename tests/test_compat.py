@@ -11,18 +11,8 @@ import agreid  # noqa: F401  (applies the fixes)
 from agreid import compat
 
 
-def _cfg(**overrides):
-    from fastreid.config import get_cfg
-
-    cfg = get_cfg()
-    agreid.add_agreid_config(cfg)
-    for key, value in overrides.items():
-        node = cfg
-        *path, last = key.split(".")
-        for part in path:
-            node = getattr(node, part)
-        setattr(node, last, value)
-    return cfg
+def _cfg(**values):
+    return agreid.get_agreid_cfg(opts=[item for pair in values.items() for item in pair])
 
 
 def test_every_fix_is_listed_and_applied_once():

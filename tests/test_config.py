@@ -2,19 +2,10 @@
 import pytest
 
 import agreid
-from fastreid.config import get_cfg
 
 
 def _cfg(**values):
-    cfg = get_cfg()
-    agreid.add_agreid_config(cfg)
-    for key, value in values.items():
-        node = cfg
-        *path, last = key.split(".")
-        for part in path:
-            node = getattr(node, part)
-        setattr(node, last, value)
-    return cfg
+    return agreid.get_agreid_cfg(opts=[item for pair in values.items() for item in pair])
 
 
 def test_device_defaults_to_what_the_machine_has():

@@ -30,12 +30,10 @@ from tabulate import tabulate
 import agreid
 from agreid.engine import AGReIDTrainer, dataset_root
 from agreid.modeling.losses import otsu_threshold
-from fastreid.config import get_cfg
 from fastreid.data.build import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
-from fastreid.utils.checkpoint import Checkpointer
 
 
 def parse_args():
@@ -91,16 +89,8 @@ def mask_by_occlusion(model, cfg, items, occluded: np.ndarray, pid_rows: dict, c
 
 def main():
     args = parse_args()
-    cfg = get_cfg()
-    agreid.add_agreid_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("Give the trained weights: MODEL.WEIGHTS path/to/model_final.pth")
-    agreid.skip_pretrained_weights(cfg)
-    model = AGReIDTrainer.build_model(cfg)
-    Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.eval()
+    cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
+    model = AGReIDTrainer.build_trained_model(cfg)
 
     name = cfg.DATASETS.NAMES[0]
     data = DATASET_REGISTRY.get(name)(root=dataset_root(cfg))

@@ -8,19 +8,14 @@
 """
 import agreid
 from agreid.engine import AGReIDTrainer, launch
-from fastreid.config import get_cfg
 from fastreid.engine import default_argument_parser, default_setup
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.logger import setup_logger
 
 
 def setup(args):
     """Create the config from fastreid's defaults, AG-ReID's keys, the file and the command line."""
-    cfg = get_cfg()
-    agreid.add_agreid_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="agreid")
@@ -30,11 +25,7 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        cfg.defrost()
-        if cfg.MODEL.WEIGHTS:
-            agreid.skip_pretrained_weights(cfg)
-        model = AGReIDTrainer.build_model(cfg)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        model = AGReIDTrainer.build_trained_model(cfg)
         return AGReIDTrainer.test(cfg, model)
     trainer = AGReIDTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

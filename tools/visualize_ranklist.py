@@ -18,8 +18,6 @@ from PIL import Image, ImageDraw
 
 import agreid
 from agreid.engine import AGReIDTrainer
-from fastreid.config import get_cfg
-from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.logger import setup_logger
 
 TILE = (64, 128)
@@ -69,16 +67,8 @@ def tile(path: str, color) -> Image.Image:
 def main():
     args = parse_args()
     setup_logger(name="fastreid")
-    cfg = get_cfg()
-    agreid.add_agreid_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("Give the trained weights: MODEL.WEIGHTS path/to/model_final.pth")
-    agreid.skip_pretrained_weights(cfg)
-    model = AGReIDTrainer.build_model(cfg)
-    Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.eval()
+    cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
+    model = AGReIDTrainer.build_trained_model(cfg)
 
     dataset = args.dataset or cfg.DATASETS.TESTS[0]
     loader, num_query = AGReIDTrainer.build_test_loader(cfg, dataset)

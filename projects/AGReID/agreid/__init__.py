@@ -8,11 +8,11 @@ from . import compat
 
 compat.apply()
 
-from .config import add_agreid_config, skip_pretrained_weights  # noqa: E402
+from .config import add_agreid_config, get_agreid_cfg, skip_pretrained_weights  # noqa: E402
 from . import data as _data  # noqa: E402,F401  # registration
 from . import modeling as _modeling  # noqa: E402,F401  # registration
 from . import engine, evaluation  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
-__all__ = ["add_agreid_config", "compat", "engine", "evaluation", "skip_pretrained_weights", "__version__"]
+__all__ = ["add_agreid_config", "compat", "get_agreid_cfg", "engine", "evaluation", "skip_pretrained_weights", "__version__"]

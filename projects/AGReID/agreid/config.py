@@ -96,6 +96,18 @@ def add_agreid_config(cfg: CN) -> None:
     _C.DATASETS.ROOT = ""
 
 
+def get_agreid_cfg(config_file: str = "", opts=()) -> CN:
+    """fastreid's defaults + AG-ReID's keys, then ``config_file`` and ``KEY VALUE`` overrides."""
+    from fastreid.config import get_cfg
+
+    cfg = get_cfg()
+    add_agreid_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
 def skip_pretrained_weights(cfg: CN) -> None:
     """Load no pretrained backbone weights: a full checkpoint (``MODEL.WEIGHTS``) follows.
 

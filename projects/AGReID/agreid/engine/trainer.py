@@ -21,6 +21,7 @@ from fastreid.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..config import skip_pretrained_weights
 from ..data import verify_images
 from .hooks import PhaseLRScheduler, PhaseSwitchHook
 
@@ -239,6 +240,25 @@ class AGReIDTrainer(DefaultTrainer):
         return self._feature_cache
 
     # ---------------------------------------------------------------- builders
+    @classmethod
+    def build_trained_model(cls, cfg) -> torch.nn.Module:
+        """The model of ``cfg`` with the weights of ``MODEL.WEIGHTS``, in eval mode.
+
+        No pretrained backbone weights are loaded first (``cfg`` is changed accordingly).
+        """
+        if not cfg.MODEL.WEIGHTS:
+            raise ValueError("Give the trained weights: MODEL.WEIGHTS path/to/model_final.pth")
+        if not os.path.isfile(cfg.MODEL.WEIGHTS):
+            raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: no such file")
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        skip_pretrained_weights(cfg)
+        if frozen:
+            cfg.freeze()
+        model = cls.build_model(cfg)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        return model.eval()
+
     @classmethod
     def build_phase_optimizer(cls, cfg, model, phase: str) -> torch.optim.Optimizer:
         """An optimiser over exactly the parameters ``model`` trains in ``phase``.
