@@ -22,7 +22,6 @@ from agreid.modeling.deploy import (
     save_deployed_encoder,
     trace_deployed_encoder,
 )
-from fastreid.config import get_cfg
 from tabulate import tabulate
 
 ENCODER_FILE = "image_encoder.pth"
@@ -48,11 +47,7 @@ def load_config(config_file: str, opts):
     """The config as tools/train_net.py builds it, or None without a file."""
     if not config_file:
         return None
-    cfg = get_cfg()
-    agreid.add_agreid_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    return cfg
+    return agreid.get_agreid_cfg(config_file, opts)
 
 
 def file_mib(path: str) -> float:
