@@ -216,3 +216,20 @@ def test_configuration_errors():
     with pytest.raises(ValueError, match="THRESHOLD"):
         build_model(_cfg(**{"MODEL.ATTR.THRESHOLD": "median"}))
     assert isinstance(_model(), AGReID)
+
+
+def test_clip_weights_are_read_once_per_build_and_never_shared_between_builds(monkeypatch):
+    from agreid.modeling import clip_loader
+
+    calls = []
+    create_clip = clip_loader.create_clip
+
+    def counting_create_clip(*args, **kwargs):
+        calls.append(args)
+        return create_clip(*args, **kwargs)
+
+    monkeypatch.setattr(clip_loader, "create_clip", counting_create_clip)
+    first, second = _model(), _model()
+    assert len(calls) == 2  # one per model: image and text towers come from one load
+    assert first.backbone.visual.conv1.weight is not second.backbone.visual.conv1.weight
+    assert first.text_encoder.transformer is not second.text_encoder.transformer

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Iterator, Optional, Tuple
 
 import open_clip
 import torch
@@ -36,8 +39,19 @@ class CLIPWeightsNotFoundError(FileNotFoundError):
     """No CLIP weights could be found for the configured model (the message says what to do)."""
 
 
+# (source, model) loaded once for the current model build, see shared_clip().
+_SHARED_CLIP: ContextVar[Optional[Tuple[tuple, CLIP]]] = ContextVar("agreid_shared_clip", default=None)
+
+
+def _source(cfg) -> tuple:
+    return (cfg.MODEL.BACKBONE.CLIP_NAME, str(cfg.MODEL.BACKBONE.PRETRAIN).strip(),
+            str(cfg.MODEL.BACKBONE.PRETRAIN_PATH).strip())
+
+
 def load_clip(cfg) -> CLIP:
     """Build ``MODEL.BACKBONE.CLIP_NAME`` and load the weights the config names.
+
+    Inside :func:`shared_clip` for the same config, the model loaded there is returned.
 
     Args:
         cfg: a fastreid config with AG-ReID's keys (``MODEL.BACKBONE.CLIP_NAME``, ``PRETRAIN``,
@@ -46,11 +60,27 @@ def load_clip(cfg) -> CLIP:
     Returns:
         The whole open_clip ``CLIP`` model (image and text towers), fp32, on the CPU.
     """
-    return create_clip(
-        cfg.MODEL.BACKBONE.CLIP_NAME,
-        pretrained=str(cfg.MODEL.BACKBONE.PRETRAIN).strip(),
-        checkpoint_path=str(cfg.MODEL.BACKBONE.PRETRAIN_PATH).strip(),
-    )
+    shared = _SHARED_CLIP.get()
+    if shared is not None and shared[0] == _source(cfg):
+        return shared[1]
+    name, pretrained, checkpoint_path = _source(cfg)
+    return create_clip(name, pretrained=pretrained, checkpoint_path=checkpoint_path)
+
+
+@contextmanager
+def shared_clip(cfg) -> Iterator[CLIP]:
+    """Load the CLIP model of ``cfg`` once for every :func:`load_clip` call inside the block.
+
+    The image tower (through fastreid's backbone builder) and the text tower of one model then
+    come from one read of the weights. Outside the block every call loads anew, so two models
+    never share modules.
+    """
+    model = load_clip(cfg)
+    token = _SHARED_CLIP.set((_source(cfg), model))
+    try:
+        yield model
+    finally:
+        _SHARED_CLIP.reset(token)
 
 
 def create_clip(model_name: str, *, pretrained: str = "", checkpoint_path: str = "") -> CLIP:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .attribute_head import AttributeHead
 from .clip_backbone import CLIPImageEncoder, ImageFeatures
-from .clip_loader import load_clip
+from .clip_loader import shared_clip
 from .losses import attribute_loss, image_to_text_ce, parse_threshold, supcon_loss
 from .prompts import PromptLearner
 from .text_encoder import TextEncoder
@@ -120,10 +120,13 @@ class AGReID(Baseline):
     @classmethod
     def from_config(cls, cfg) -> dict:
         """Baseline's backbone (CLIP image encoder), heads (E_A) and losses, plus the text side."""
-        ret = super().from_config(cfg)
         num_classes = cfg.MODEL.HEADS.NUM_CLASSES
         if num_classes <= 0:
             raise ValueError("MODEL.HEADS.NUM_CLASSES must be the number of training identities (the trainer sets it).")
+        # One read of the weights: fastreid's backbone builder takes the image tower of this
+        # CLIP model, the prompt learner and text encoder below take its text tower.
+        with shared_clip(cfg) as clip_model:
+            ret = super().from_config(cfg)
         if not isinstance(ret["heads"], AttributeHead):
             raise ValueError(
                 f"AGReID's heads are its attribute encoder: set MODEL.HEADS.NAME AttributeHead "
@@ -131,9 +134,6 @@ class AGReID(Baseline):
             )
         if not cfg.MODEL.ATTR.ENABLED:
             ret["heads"] = None
-        # The text tower comes from a second load of the same weights: the backbone builder
-        # only keeps the image tower, and the two must not share a CLIP object.
-        clip_model = load_clip(cfg)
         ret["prompt_learner"] = PromptLearner(
             cfg.MODEL.PROMPT.TEMPLATE,
             num_ids=num_classes,
