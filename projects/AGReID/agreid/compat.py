@@ -166,6 +166,18 @@ def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine,
         if i == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
     main_func(*args)
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Wait for every process, then tear the group down: a process that exits with gloo's
+    threads still running aborts ("terminate called without an active exception")."""
+    import torch.distributed as dist
+    from fastreid.utils import comm
+
+    comm.synchronize()
+    dist.destroy_process_group()
+    comm._LOCAL_PROCESS_GROUP = None
 
 
 def _fix_launch_without_cuda() -> None:

@@ -9,6 +9,8 @@ import torch.distributed as dist
 from fastreid.engine import launch as fastreid_launch
 from fastreid.utils import comm
 
+from ..compat import _leave_process_group
+
 
 def _launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -41,6 +43,7 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
     if _launched_by_torchrun():
         _init_from_torchrun()
         main_func(*args)
+        _leave_process_group()
         return
     fastreid_launch(main_func, num_gpus_per_machine, num_machines=num_machines,
                     machine_rank=machine_rank, dist_url=dist_url, args=tuple(args))
