@@ -72,3 +72,12 @@ def test_cosine_schedule_shorter_than_warmup_is_a_clear_error(repo_root, tiny_da
     cfg = _cfg(repo_root, tiny_dataset_root, tmp_path, ["SOLVER.MAX_EPOCH", "1"])
     with pytest.raises(ValueError, match=r"SOLVER.MAX_EPOCH \(1\) must exceed"):
         AGReIDTrainer(cfg)
+
+
+def test_trained_model_needs_existing_weights(repo_root, tiny_dataset_root, tmp_path):
+    cfg = _cfg(repo_root, tiny_dataset_root, tmp_path)
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS"):
+        AGReIDTrainer.build_trained_model(cfg)
+    cfg.MODEL.WEIGHTS = str(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        AGReIDTrainer.build_trained_model(cfg)

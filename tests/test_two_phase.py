@@ -203,3 +203,17 @@ def test_pseudo_label_probe_runs_on_a_trained_checkpoint(repo_root, tiny_dataset
     for attribute in ("upper_color", "lower_length", "bag", "hat", "hair_color"):
         assert f"| {attribute}" in out
     assert "| occluded" in out and "| whole" in out
+
+
+def test_rank_list_picture(repo_root, tiny_dataset_root, two_phase_run, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "ranklist.png"
+    proc = subprocess.run(
+        [sys.executable, "tools/visualize_ranklist.py", "--config-file", str(two_phase_run / "config.yaml"),
+         "--output", str(out), "--num-queries", "3", "--top-k", "5",
+         "MODEL.WEIGHTS", str(two_phase_run / "model_final.pth"), "DATASETS.ROOT", tiny_dataset_root],
+        cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    width, height = Image.open(out).size
+    assert width == 6 * (64 + 8) + 12 and height == 3 * (128 + 8 + 16)  # query + 5 matches, 3 rows
