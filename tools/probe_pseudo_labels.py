@@ -29,6 +29,7 @@ from tabulate import tabulate
 
 import agreid
 from agreid.engine import AGReIDTrainer, dataset_root
+from agreid.engine.trainer import natural_key
 from agreid.modeling.losses import otsu_threshold
 from fastreid.data.build import build_reid_test_loader
 from fastreid.data.common import CommDataset
@@ -118,7 +119,7 @@ def main():
     if model.heads is None:
         print("No attribute encoder in this model (MODEL.ATTR.ENABLED False): no noise-mask check.")
         return
-    cams = sorted({cam for _, _, cam in data.train}, key=lambda c: int(c.rsplit("_", 1)[1]))
+    cams = sorted({cam for _, _, cam in data.train}, key=natural_key)
     pid_rows = {p: i for i, p in enumerate(pids)}
     cam_rows = {c: i for i, c in enumerate(cams)}
     occluded = np.array([occlusion[os.path.relpath(path, truth_dir)]["fraction"] > 0 for path, _, _ in data.train])

@@ -35,7 +35,7 @@ def dataset_root(cfg) -> str:
     return cfg.DATASETS.ROOT or os.getenv("FASTREID_DATASETS", "datasets")
 
 
-def _natural_key(label) -> tuple:
+def natural_key(label) -> tuple:
     """Sort ``msmt17_2`` before ``msmt17_10``, so relabelled cameras keep their numeric order."""
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(label)))
 
@@ -336,7 +336,7 @@ class AGReIDTrainer(DefaultTrainer):
             items.extend(data.train)
         items = verify_images(items, cfg.DATASETS.BAD_IMAGES, f"train set {cfg.DATASETS.NAMES}")
         train_set = CommDataset(items, build_transforms(cfg, is_train=True), relabel=True)
-        train_set.cams = sorted(train_set.cams, key=_natural_key)
+        train_set.cams = sorted(train_set.cams, key=natural_key)
         train_set.cam_dict = {cam: i for i, cam in enumerate(train_set.cams)}
         self._num_train_cameras = train_set.num_cameras
         return build_reid_train_loader(cfg, train_set=train_set)
@@ -387,11 +387,6 @@ class AGReIDTrainer(DefaultTrainer):
         loader = self._image_loader
         if getattr(loader, "iter", None) is not None and hasattr(loader, "shutdown"):
             loader.shutdown()
-
-    def resume_or_load(self, resume: bool = True) -> None:
-        """fastreid's, with the global iteration derived from the epoch (phases differ in length)."""
-        super().resume_or_load(resume=resume)
-        self.start_iter = self.iterations_before(self.start_epoch)
 
     def train(self):
         """Run training; like fastreid's loop, but the epoch length may change between phases."""
