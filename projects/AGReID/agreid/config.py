@@ -59,6 +59,10 @@ def add_agreid_config(cfg: CN) -> None:
     _C.MODEL.ATTR.THRESHOLD_VALUE = 0.0
     # Keep training E_A in stage 2 (the paper freezes it; gradients still reach the image encoder).
     _C.MODEL.ATTR.TRAIN_IN_GUIDE = False
+    # Let L_attrA's gradient reach the pseudo-labels V in stage 1 (the paper's equation 9 read
+    # literally, L_feat + lambda * L_attrA optimised jointly); False detaches V, which then is
+    # shaped by L_feat alone and is only E_A's target.
+    _C.MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS = False
 
     # ------------------------------------------------------------------- losses
     # Weight of the image-to-text cross-entropy L_CE of stage 2 (0 disables it).

@@ -149,6 +149,7 @@ class AGReID(Baseline):
                 "align_weight": cfg.MODEL.ATTR.ALIGN_WEIGHT,
                 "guide_weight": cfg.MODEL.ATTR.GUIDE_WEIGHT,
                 "threshold": _threshold_from_config(cfg.MODEL.ATTR),
+                "align_grad_to_prompts": cfg.MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS,
             },
         })
         ret.update(
@@ -252,8 +253,11 @@ class AGReID(Baseline):
             "loss_supcon_t2i": supcon_loss(text_features, image_features, targets, targets) * scale,
         }
         if self.heads is not None:
-            # The pseudo-labels are E_A's targets: only L_feat shapes them (docs/METHOD.md).
-            pseudo_labels = self.prompt_learner.pseudo_labels[targets].detach()  # (B, r, width)
+            # The pseudo-labels are E_A's targets: only L_feat shapes them (docs/METHOD.md),
+            # unless MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS lets L_attrA pull V towards E_A too.
+            pseudo_labels = self.prompt_learner.pseudo_labels[targets]  # (B, r, width)
+            if not self.loss_kwargs["attr"].get("align_grad_to_prompts", False):
+                pseudo_labels = pseudo_labels.detach()
             loss_dict["loss_attr_align"] = (
                 attribute_loss(self.heads(image_features), pseudo_labels) * self.loss_kwargs["attr"]["align_weight"]
             )
