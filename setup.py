@@ -36,6 +36,12 @@ setup(
         "open_clip_torch>=2.24",
         "timm>=0.9",
         "scikit-image>=0.21",
+        # Deployment and inspection tools (tools/extract_features.py, search.py, gradcam.py,
+        # export_image_encoder.py --onnx, benchmark_infer.py).
+        "safetensors>=0.4",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "grad-cam>=1.5",
         *FASTREID_RUNTIME,
     ],
     extras_require={

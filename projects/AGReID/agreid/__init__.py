@@ -12,7 +12,8 @@ from .config import add_agreid_config, get_agreid_cfg, skip_pretrained_weights  
 from . import data as _data  # noqa: E402,F401  # registration
 from . import modeling as _modeling  # noqa: E402,F401  # registration
 from . import engine, evaluation  # noqa: E402,F401
+from .predictor import Predictor  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["add_agreid_config", "compat", "get_agreid_cfg", "engine", "evaluation", "skip_pretrained_weights", "__version__"]
+__all__ = ["Predictor", "add_agreid_config", "compat", "get_agreid_cfg", "engine", "evaluation", "skip_pretrained_weights", "__version__"]

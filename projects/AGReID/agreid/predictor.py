@@ -1,0 +1,301 @@
+"""Features of your own images with a trained AG-ReID image encoder.
+
+    from agreid import Predictor
+    predictor = Predictor("logs/occduke/agreid/model_final.pth")   # or deploy/image_encoder.pth
+    features = predictor(["a.jpg", "b.jpg"])                        # (2, D), L2-normalised
+
+Images are read with PIL, resized and turned into 0-255 tensors by fastreid's own test
+transforms (bicubic resize to the encoder's input size, ``ToTensor``), and normalised inside
+the encoder, with the settings stored with the weights. A training checkpoint needs the config
+it was trained with: given, or ``config.yaml`` beside the checkpoint (fastreid's
+``OUTPUT_DIR`` layout); an exported encoder carries its settings.
+
+Camera ids. With SIE the encoder adds a learned camera embedding to the CLS token. Your own
+photos have no camera id, so a camera-agnostic rule (:data:`CAMERA_RULES`) stands in for it:
+
+- ``mean`` (default): the mean of the learned camera embeddings. The SIE table is trained to
+  move features by camera; its mean moves every image by the same, "average camera" amount.
+- ``zero``: no camera term at all (as if SIE were off).
+- an integer ``k``: every image is treated as seen by training camera ``k``.
+
+Camera ids given per image (``camids=``) are used as they are.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torchvision.transforms as T
+from fastreid.data.transforms import ToTensor
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .config import get_agreid_cfg
+from .modeling.deploy import DeployedImageEncoder, build_deployed_encoder
+
+logger = logging.getLogger(__name__)
+
+CAMERA_RULES = ("mean", "zero")
+# fastreid writes the resolved config of a run here, beside its checkpoints.
+RUN_CONFIG_FILE = "config.yaml"
+
+ImageInput = Union[str, os.PathLike, Image.Image]
+
+
+class ImageReadError(ValueError):
+    """An image file cannot be opened or decoded."""
+
+
+def read_image(path: Union[str, os.PathLike]) -> Image.Image:
+    """The RGB image at ``path``.
+
+    Raises:
+        ImageReadError: the file is missing or cannot be decoded (the message names it).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageReadError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as error:  # PIL raises several types; the user needs the file name
+        raise ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(source: Union[str, os.PathLike]) -> Tuple[List[str], Optional[List[int]]]:
+    """Image paths (and camera ids, when listed) of a folder or a list file.
+
+    Args:
+        source: a folder (its images, searched recursively, in sorted order), one image, or a
+            list file: one path per line, or a CSV with a ``path`` column and optionally a
+            ``camid`` column. Relative paths in a list are relative to the list's folder.
+
+    Returns:
+        ``(paths, camids)``; ``camids`` is None unless the list has a ``camid`` column.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: no images, or a malformed list (the message names the file and line).
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        paths = sorted(
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(source)
+            for name in names
+            if name.lower().endswith(IMAGE_SUFFIXES)
+        )
+        if not paths:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {source}")
+        return paths, None
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"no such folder, image or list file: {source}")
+    if source.lower().endswith(IMAGE_SUFFIXES):
+        return [source], None
+    return _read_list(source)
+
+
+def _read_list(list_file: str) -> Tuple[List[str], Optional[List[int]]]:
+    base = os.path.dirname(os.path.abspath(list_file))
+    with open(list_file, newline="") as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"list file {list_file} is empty")
+    header = [field.strip().lower() for field in lines[0].split(",")]
+    if "path" in header:
+        rows = list(csv.DictReader(lines))
+        has_camids = "camid" in header
+        paths, camids = [], []
+        for number, row in enumerate(rows, start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            if not row.get("path"):
+                raise ValueError(f"{list_file} line {number}: empty path")
+            paths.append(os.path.join(base, row["path"]))
+            if has_camids:
+                if not row.get("camid", "").lstrip("-").isdigit():
+                    raise ValueError(f"{list_file} line {number}: camid {row.get('camid')!r} is not an integer")
+                camids.append(int(row["camid"]))
+        return paths, (camids if has_camids else None)
+    return [os.path.join(base, line.strip()) for line in lines], None
+
+
+def inference_transform(input_size) -> T.Compose:
+    """fastreid's test-time transform for ``input_size`` (height, width): bicubic resize, 0-255 tensor."""
+    return T.Compose([T.Resize(tuple(input_size), interpolation=T.InterpolationMode.BICUBIC), ToTensor()])
+
+
+def camera_agnostic_encoder(encoder: DeployedImageEncoder, camera: Union[str, int] = "mean") -> DeployedImageEncoder:
+    """A copy of ``encoder`` whose SIE table is one row, the ``camera`` rule's; camera id 0 selects it.
+
+    Args:
+        encoder: a deployed encoder; returned as it is when it has no SIE.
+        camera: ``mean``, ``zero`` or a training camera index (see the module docstring).
+
+    Raises:
+        ValueError: an unknown rule or a camera index outside the SIE table.
+    """
+    table = encoder.backbone.camera_embedding
+    if table is None:
+        return encoder
+    row = camera_row(table.detach(), camera)
+    agnostic = copy.deepcopy(encoder)
+    agnostic.backbone.camera_embedding = nn.Parameter(row.unsqueeze(0).clone(), requires_grad=False)
+    return agnostic.eval()
+
+
+def camera_row(table: Tensor, camera: Union[str, int]) -> Tensor:
+    """The SIE vector (width,) that stands in for an unknown camera under rule ``camera``."""
+    if isinstance(camera, str) and camera.lstrip("-").isdigit():
+        camera = int(camera)
+    if camera == "mean":
+        return table.mean(dim=0)
+    if camera == "zero":
+        return torch.zeros_like(table[0])
+    if isinstance(camera, int):
+        if not 0 <= camera < table.shape[0]:
+            raise ValueError(f"camera {camera} is outside the SIE table (cameras 0..{table.shape[0] - 1}).")
+        return table[camera]
+    raise ValueError(f"camera rule {camera!r}: use one of {CAMERA_RULES} or a camera index.")
+
+
+def resolve_config(weights: str, config_file: str = "", opts: Sequence[str] = ()):
+    """The config for a training checkpoint: ``config_file``, else ``config.yaml`` beside ``weights``.
+
+    Returns None when neither exists (fine for an exported encoder, which carries its settings).
+
+    Raises:
+        FileNotFoundError: ``config_file`` is given but missing.
+    """
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        return get_agreid_cfg(config_file, list(opts))
+    beside = os.path.join(os.path.dirname(os.path.abspath(weights)), RUN_CONFIG_FILE)
+    if os.path.isfile(beside):
+        logger.info("Using the run's config %s for %s", beside, weights)
+        return get_agreid_cfg(beside, list(opts))
+    return None
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, images: Sequence[ImageInput], transform):
+        self.images, self.transform = list(images), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        image = self.images[index]
+        if not isinstance(image, Image.Image):
+            image = read_image(image)
+        return self.transform(image.convert("RGB"))
+
+
+class Predictor:
+    """Test features of images, from a training checkpoint or an exported image encoder.
+
+    Args:
+        weights: a training checkpoint (``model_final.pth``), an exported ``image_encoder.pth``,
+            or an already built :class:`DeployedImageEncoder`.
+        config_file: the config a training checkpoint was trained with (default: the
+            ``config.yaml`` beside it); ignored for an exported encoder.
+        opts: ``KEY VALUE`` config overrides.
+        camera: the camera-agnostic SIE rule for images without camera ids (module docstring).
+        device: ``cuda`` when available, else ``cpu``, unless given.
+        batch_size: images per forward pass.
+        num_workers: image-decoding processes (0 = in this process).
+        progress: show a tqdm progress bar.
+        quick_gelu: the activation of a training checkpoint's encoder, when its CLIP weights
+            file is not on this machine (see ``build_deployed_encoder``).
+    """
+
+    def __init__(
+        self,
+        weights: Union[str, DeployedImageEncoder],
+        *,
+        config_file: str = "",
+        opts: Sequence[str] = (),
+        camera: Union[str, int] = "mean",
+        device: Optional[str] = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        progress: bool = False,
+        quick_gelu: Optional[bool] = None,
+    ):
+        if isinstance(weights, DeployedImageEncoder):
+            encoder, self.weights = weights, ""
+        else:
+            self.weights = os.fspath(weights)
+            cfg = resolve_config(self.weights, config_file, opts)
+            encoder = build_deployed_encoder(cfg, self.weights, quick_gelu=quick_gelu)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.encoder = encoder.to(self.device).eval()
+        self.camera = camera
+        self.agnostic_encoder = camera_agnostic_encoder(self.encoder, camera)
+        self.batch_size, self.num_workers, self.progress = int(batch_size), int(num_workers), progress
+        self.transform = inference_transform(self.input_size)
+
+    @property
+    def input_size(self):
+        """(height, width) the encoder takes."""
+        return self.encoder.backbone.input_size
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of a feature."""
+        return self.encoder.backbone.final_dim + self.encoder.backbone.embed_dim
+
+    @property
+    def num_cameras(self) -> int:
+        """Rows of the SIE table (0 = no SIE)."""
+        return self.encoder.backbone.num_cameras
+
+    def describe(self) -> str:
+        """One line: input size, SIE and camera rule, feature size."""
+        height, width = self.input_size
+        sie = f"SIE {self.num_cameras} cameras, unknown camera = {self.camera}" if self.num_cameras else "no SIE"
+        return f"{height}x{width} input, {sie}, {self.feature_dim}-d features on {self.device}"
+
+    def load(self, images: Sequence[ImageInput]) -> Tensor:
+        """The 0-255 input tensor (N, 3, H, W) of ``images`` (paths or PIL images)."""
+        return torch.stack([_ImageFiles(images, self.transform)[i] for i in range(len(images))])
+
+    @torch.no_grad()
+    def encode(self, images: Tensor, camids: Optional[Tensor] = None) -> Tensor:
+        """Features (N, D) of a 0-255 batch; without ``camids`` the camera rule applies."""
+        images = images.to(self.device)
+        if camids is None:
+            zeros = torch.zeros(images.shape[0], dtype=torch.long, device=self.device)
+            return self.agnostic_encoder(images, zeros).float()
+        return self.encoder(images, torch.as_tensor(camids, device=self.device).long()).float()
+
+    def __call__(self, images: Sequence[ImageInput], camids: Optional[Sequence[int]] = None) -> Tensor:
+        """Features (N, D) of ``images`` (paths or PIL images), on the CPU, in their order.
+
+        Raises:
+            ImageReadError: an image cannot be read (named in the message).
+            ValueError: ``camids`` does not have one id per image.
+        """
+        images = list(images)
+        if camids is not None and len(camids) != len(images):
+            raise ValueError(f"{len(camids)} camera ids for {len(images)} images.")
+        loader = DataLoader(_ImageFiles(images, self.transform), batch_size=self.batch_size,
+                            num_workers=self.num_workers, shuffle=False)
+        chunks: List[Tensor] = []
+        start = 0
+        for batch in tqdm(loader, desc="features", disable=not self.progress, dynamic_ncols=True):
+            ids = None if camids is None else torch.as_tensor(list(camids[start:start + len(batch)]))
+            chunks.append(self.encode(batch, ids).cpu())
+            start += len(batch)
+        if not chunks:
+            return torch.zeros(0, self.feature_dim)
+        return torch.cat(chunks)

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Search a gallery of your own images for the people in query images (top-k CSV + picture).
+
+    python tools/search.py --weights logs/occduke/agreid/model_final.pth \\
+        --gallery my_gallery/ --query person.jpg --top-k 10 --output search_out/
+
+writes ``search_out/results.csv`` (``query,rank,gallery,score``, score = cosine similarity)
+and ``search_out/ranklist.png`` (each query, then its top-k with scores). Gallery features are
+cached in ``search_out/gallery_features.safetensors`` (``--cache`` to put them elsewhere) and
+recomputed only when the gallery's files (names, sizes, modification times), the weights or
+the camera rule change. The index is faiss's exact ``IndexFlatIP`` on L2-normalised features
+(cosine similarity), on every GPU faiss sees, else on the CPU. ``--weights``, ``--config-file``
+and ``--camera`` are as in tools/extract_features.py.
+"""
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import sys
+from typing import List, Sequence, Tuple
+
+import faiss
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+import agreid  # noqa: F401  # registration and fastreid fixes
+from agreid.predictor import Predictor, list_images
+from agreid.visualization import RankedImage, RankPanel, RankRow, draw_rank_rows, save_picture
+
+CACHE_FILE = "gallery_features.safetensors"
+logger = logging.getLogger("agreid.search")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="training checkpoint or exported image_encoder.pth")
+    parser.add_argument("--config-file", default="", help="config of a training checkpoint (default: config.yaml beside it)")
+    parser.add_argument("--gallery", required=True, help="gallery folder (recursive) or list file")
+    parser.add_argument("--query", required=True, help="query image, folder or list file")
+    parser.add_argument("--top-k", type=int, default=10, help="matches per query")
+    parser.add_argument("--output", default="search_out", help="folder for results.csv and ranklist.png")
+    parser.add_argument("--cache", default="", help=f"gallery feature cache (default: OUTPUT/{CACHE_FILE})")
+    parser.add_argument("--num-queries-drawn", type=int, default=8, help="queries in the picture")
+    parser.add_argument("--camera", default="mean", help="SIE rule without camera ids: mean, zero or a camera index")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def fingerprint(paths: Sequence[str], weights: str, camera: str) -> str:
+    """A hash of what the gallery features depend on: the files, the weights and the camera rule."""
+    digest = hashlib.sha256()
+    for path in [weights, *paths]:
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    digest.update(f"camera={camera}".encode())
+    return digest.hexdigest()
+
+
+def gallery_features(predictor: Predictor, paths: List[str], camids, cache: str, key: str) -> Tuple[torch.Tensor, bool]:
+    """The gallery's features from ``cache`` when its fingerprint is ``key``, else computed and cached.
+
+    Returns ``(features, from_cache)``.
+    """
+    if os.path.isfile(cache):
+        try:
+            with safe_open(cache, framework="pt") as handle:
+                if (handle.metadata() or {}).get("fingerprint") == key:
+                    return handle.get_tensor("features"), True
+            logger.info("Gallery, weights or camera rule changed since %s was written: recomputing", cache)
+        except (SafetensorError, OSError) as error:
+            logger.warning("Ignoring unreadable gallery cache %s (%s)", cache, error)
+    features = predictor(paths, camids)
+    os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+    save_file({"features": features.contiguous()}, cache,
+              metadata={"fingerprint": key, "paths": json.dumps(paths)})
+    return features, False
+
+
+def build_index(features: torch.Tensor) -> faiss.Index:
+    """An exact inner-product index of L2-normalised ``features`` (cosine), on GPUs when faiss has them."""
+    matrix = np.ascontiguousarray(features.numpy(), dtype=np.float32)
+    faiss.normalize_L2(matrix)
+    index = faiss.IndexFlatIP(matrix.shape[1])
+    if faiss.get_num_gpus() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(matrix)
+    return index
+
+
+def search(index: faiss.Index, queries: torch.Tensor, top_k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scores, indices)`` (Q, k) of the ``top_k`` nearest gallery items of each query."""
+    matrix = np.ascontiguousarray(queries.numpy(), dtype=np.float32)
+    faiss.normalize_L2(matrix)
+    return index.search(matrix, min(top_k, index.ntotal))
+
+
+def main(argv=None) -> int:
+    """Index the gallery, search it, write the CSV and the picture; exit status 2 on bad input."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cache = args.cache or os.path.join(args.output, CACHE_FILE)
+    try:
+        gallery_paths, gallery_camids = list_images(args.gallery)
+        query_paths, query_camids = list_images(args.query)
+        predictor = Predictor(args.weights, config_file=args.config_file, opts=args.opts, camera=args.camera,
+                              device=args.device, batch_size=args.batch_size, progress=True)
+        key = fingerprint(gallery_paths, args.weights, str(args.camera))
+        gallery, cached = gallery_features(predictor, gallery_paths, gallery_camids, cache, key)
+        queries = predictor(query_paths, query_camids)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    index = build_index(gallery)
+    scores, indices = search(index, queries, args.top_k)
+
+    os.makedirs(args.output, exist_ok=True)
+    results = os.path.join(args.output, "results.csv")
+    with open(results, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["query", "rank", "gallery", "score"])
+        for q, query in enumerate(query_paths):
+            for rank, (g, score) in enumerate(zip(indices[q], scores[q]), start=1):
+                writer.writerow([query, rank, gallery_paths[g], f"{score:.6f}"])
+    rows = [
+        RankRow(query, os.path.basename(query), [RankPanel(
+            f"top {len(indices[q])}",
+            [RankedImage(gallery_paths[g], None, f"{score:.2f}") for g, score in zip(indices[q], scores[q])],
+        )])
+        for q, query in enumerate(query_paths[:args.num_queries_drawn])
+    ]
+    picture = save_picture(draw_rank_rows(rows), os.path.join(args.output, "ranklist.png"))
+    print(f"gallery: {len(gallery_paths)} images ({'cached' if cached else 'computed'}: {cache}); "
+          f"{len(query_paths)} queries; {predictor.describe()}; faiss on "
+          f"{'GPU' if faiss.get_num_gpus() > 0 else 'CPU'}")
+    print(f"results: {results}\npicture: {picture}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
