@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """Export AG-ReID's image encoder alone for deployment (docs/DEPLOY.md).
 
-Writes ``DIR/image_encoder.pth`` (weights + the settings that rebuild the encoder, no text
+Writes ``DIR/image_encoder.safetensors`` (weights + the settings that rebuild the encoder, no text
 encoder, prompts or attribute encoder) and, with ``--torchscript``, ``DIR/image_encoder.ts``
-(traced, checked against eager mode). Prints the sizes of the checkpoint and of the export.
+(traced, checked against eager mode). With ``--onnx``: ``DIR/image_encoder.onnx`` (inputs
+``images`` and, with SIE, ``camids``) and, with SIE, ``DIR/image_encoder_agnostic.onnx``
+(``images`` only; the SIE vector of ``--camera``, default the mean camera embedding); both
+normalise inside the graph, take any batch size, pass ``onnx.checker`` and match PyTorch in
+onnxruntime. Prints the sizes of the checkpoint and of the export.
 
     python tools/export_image_encoder.py --config-file configs/OccDuke/agreid.yml \\
-        --weights logs/occduke/agreid/model_final.pth --output deploy/occduke --torchscript
+        --weights logs/occduke/agreid/model_final.pth --output deploy/occduke --torchscript --onnx
 """
 import argparse
 import logging
@@ -22,10 +26,13 @@ from agreid.modeling.deploy import (
     save_deployed_encoder,
     trace_deployed_encoder,
 )
+from agreid.serialization import load_checkpoint_file
 from tabulate import tabulate
 
-ENCODER_FILE = "image_encoder.pth"
+ENCODER_FILE = "image_encoder.safetensors"
 TORCHSCRIPT_FILE = "image_encoder.ts"
+ONNX_FILE = "image_encoder.onnx"
+ONNX_AGNOSTIC_FILE = "image_encoder_agnostic.onnx"
 QUICK_GELU = {"auto": None, "yes": True, "no": False}
 
 
@@ -35,8 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config-file", default="",
                         help="the config the model was trained with (OUTPUT_DIR/config.yaml or the YAML file)")
     parser.add_argument("--weights", required=True, help="training checkpoint, e.g. OUTPUT_DIR/model_final.pth")
-    parser.add_argument("--output", required=True, help="folder that receives image_encoder.pth (and .ts)")
+    parser.add_argument("--output", required=True, help="folder that receives image_encoder.safetensors (and .ts)")
     parser.add_argument("--torchscript", action="store_true", help="also write a traced TorchScript module")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write ONNX files (with camids when SIE is on, and a camera-agnostic one)")
+    parser.add_argument("--camera", default="mean",
+                        help="SIE rule of the camera-agnostic ONNX file: mean, zero or a camera index")
     parser.add_argument("--quick-gelu", default="auto", choices=sorted(QUICK_GELU),
                         help="the encoder's activation; auto: from the config's CLIP weights (openai = yes)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
@@ -76,7 +87,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(images, camids), encoder(images, camids), rtol=0, atol=1e-6)
 
-    checkpoint = torch.load(args.weights, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(args.weights)  # never executes code (weights_only / safetensors)
     model_state = checkpoint.get("model", checkpoint.get("state_dict", checkpoint))
     rows = [
         [f"weights given ({os.path.basename(args.weights)})", f"{file_mib(args.weights):.1f}",
@@ -89,6 +100,22 @@ def main(argv=None) -> int:
         ts_path = os.path.join(args.output, TORCHSCRIPT_FILE)
         traced.save(ts_path)
         rows.append([f"TorchScript ({TORCHSCRIPT_FILE})", f"{file_mib(ts_path):.1f}", "same as the export"])
+    if args.onnx:
+        from agreid.deploy_onnx import export_onnx
+
+        variants = [(ONNX_FILE, None)]
+        if encoder.backbone.num_cameras > 0:
+            variants.append((ONNX_AGNOSTIC_FILE, args.camera))
+        for name, camera in variants:
+            onnx_path = os.path.join(args.output, name)
+            try:
+                difference = export_onnx(encoder, onnx_path, camera=camera)
+            except (RuntimeError, ValueError) as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            inputs = "images, camids" if camera is None and encoder.backbone.num_cameras > 0 else "images"
+            rows.append([f"ONNX ({name}: {inputs})", f"{file_mib(onnx_path):.1f}",
+                         f"max |onnxruntime - PyTorch| {difference:.1e}"])
     settings = encoder.settings
     print(f"image encoder {settings.clip_name}: {height}x{width}, stride {settings.stride}, "
           f"{settings.num_cameras} SIE cameras, neck feat {settings.neck_feat}, "

@@ -1,0 +1,94 @@
+"""ONNX export of the image encoder: onnx.checker, and onnxruntime against PyTorch."""
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_model, tiny_run
+from agreid import Predictor
+from agreid.deploy_onnx import export_onnx, onnx_session
+from agreid.modeling.deploy import DeployedImageEncoder
+from agreid.predictor import list_images
+
+ATOL = 1e-4
+
+
+def _inputs(encoder, size, seed):
+    generator = torch.Generator().manual_seed(seed)
+    height, width = encoder.backbone.input_size
+    return (torch.rand(size, 3, height, width, generator=generator) * 255,
+            torch.randint(NUM_CAMERAS, (size,), generator=generator))
+
+
+@pytest.mark.parametrize("neck_feat", ["before", "after"])
+def test_onnx_with_camids_matches_pytorch(tmp_path, neck_feat):
+    encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg("MODEL.HEADS.NECK_FEAT", neck_feat)))
+    # The tiny config uses OLP (stride 12): a non-square, overlapping patch grid.
+    assert encoder.backbone.visual.conv1.stride[0] < encoder.backbone.visual.patch_size[0]
+    path = str(tmp_path / "encoder.onnx")
+    assert export_onnx(encoder, path) < ATOL
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["images", "camids"]
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert "0-255" in metadata["input"] and "L2-normalised" in metadata["output"]
+    session = onnx_session(path, ["CPUExecutionProvider"])
+    for size in (1, 4, 7):  # dynamic batch
+        images, camids = _inputs(encoder, size, size)
+        got = session.run(None, {"images": images.numpy(), "camids": camids.numpy()})[0]
+        with torch.no_grad():
+            expected = encoder(images, camids).numpy()
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < ATOL
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_camera_agnostic_and_no_sie_graphs_take_images_only(tmp_path, tiny_dataset_root):
+    encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg()))
+    path = str(tmp_path / "agnostic.onnx")
+    assert export_onnx(encoder, path, camera="mean") < ATOL
+    session = onnx_session(path, ["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    paths, _ = list_images(os.path.join(tiny_dataset_root, "SyntheticOccluded", "query"))
+    predictor = Predictor(encoder, camera="mean", device="cpu")
+    images = predictor.load(paths[:6])
+    got = session.run(None, {"images": images.numpy()})[0]
+    assert np.abs(got - predictor(paths[:6]).numpy()).max() < ATOL
+
+    no_sie = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg("MODEL.BACKBONE.SIE_CAMERA", "False")))
+    path = str(tmp_path / "no_sie.onnx")
+    assert export_onnx(no_sie, path) < ATOL
+    assert [i.name for i in onnx.load(path).graph.input] == ["images"]
+
+
+def test_export_tool_writes_both_onnx_files(tmp_path, capsys):
+    cfg, checkpoint = tiny_run(tmp_path / "run")
+    tool = load_tool("export_image_encoder")
+    out = tmp_path / "deploy"
+    assert tool.main(["--config-file", str(tmp_path / "run" / "config.yaml"), "--weights", checkpoint,
+                      "--output", str(out), "--onnx", "--camera", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "image_encoder.onnx: images, camids" in printed and "image_encoder_agnostic.onnx: images" in printed
+    encoder = Predictor(checkpoint, device="cpu").encoder
+    images, _ = _inputs(encoder, 3, 0)
+    agnostic = onnx_session(str(out / "image_encoder_agnostic.onnx"), ["CPUExecutionProvider"])
+    got = agnostic.run(None, {"images": images.numpy()})[0]
+    with torch.no_grad():
+        expected = encoder(images, torch.full((3,), 2)).numpy()  # rule "2": camera 2 for every image
+    assert np.abs(got - expected).max() < ATOL
+
+
+def test_benchmark_tool_times_each_backend_on_the_same_batch(capsys):
+    tool = load_tool("benchmark_infer")
+    assert tool.main(["--config-file", os.path.join(os.path.dirname(__file__), "..", "configs/Synthetic/agreid.yml"),
+                      "--batch-size", "2", "--iters", "1", "--warmup", "0",
+                      "--backends", "eager,torchscript,onnxruntime", "INPUT.SIZE_TEST", "[64,32]"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = {line.split("|")[1].strip().split(" ")[0]: [c.strip() for c in line.split("|")[2:-1]] for line in lines[1:]}
+    assert set(rows) == {"eager", "torchscript", "onnxruntime"}
+    for images_per_second, ms, difference in rows.values():
+        assert float(images_per_second) > 0 and float(ms) > 0 and float(difference) < ATOL
+    assert tool.main(["--batch-size", "2"]) == 2
+    assert "--config-file" in capsys.readouterr().err
