@@ -142,13 +142,20 @@ def test_random_affine_builds_on_todays_torchvision():
 
 
 def test_checkpoint_with_numpy_metric_loads(tmp_path):
+    # fastreid hands evaluation metrics (numpy floats) to the checkpointer: they are saved as
+    # plain floats, so the file loads with weights_only; a foreign numpy pickle is refused.
     from fastreid.utils.checkpoint import Checkpointer
 
+    from agreid.engine.checkpoint import AtomicCheckpointer
+    from agreid.serialization import UnsafeCheckpointError
+
     model = nn.Linear(2, 2)
-    torch.save({"model": model.state_dict(), "metric": np.float64(0.5), "epoch": 3},
-               tmp_path / "ckpt.pth")
+    AtomicCheckpointer(model, str(tmp_path)).save("ckpt", metric=np.float64(0.5), epoch=3)
     extra = Checkpointer(nn.Linear(2, 2)).load(str(tmp_path / "ckpt.pth"))
-    assert extra["metric"] == 0.5 and extra["epoch"] == 3
+    assert extra["metric"] == 0.5 and type(extra["metric"]) is float and extra["epoch"] == 3
+    torch.save({"model": model.state_dict(), "metric": np.float64(0.5)}, tmp_path / "foreign.pth")
+    with pytest.raises(UnsafeCheckpointError, match="numpy"):
+        Checkpointer(nn.Linear(2, 2)).load(str(tmp_path / "foreign.pth"))
 
 
 def test_eval_period_zero_evaluates_once_at_the_end():

@@ -1,4 +1,5 @@
 """The deployed image encoder: same features as AGReID's eval forward, nothing of the text side."""
+import json
 import os
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_exported_file_rebuilds_without_checkpoint_or_config(tmp_path):
     model = _trained_model(cfg)
     checkpoint = _checkpoint(model, tmp_path / "train")
     encoder = build_deployed_encoder(cfg, checkpoint)
-    exported = str(tmp_path / "image_encoder.pth")
+    exported = str(tmp_path / "image_encoder.safetensors")
     save_deployed_encoder(encoder, exported)
     assert os.path.getsize(exported) < os.path.getsize(checkpoint) / 2
     os.remove(checkpoint)
@@ -128,8 +129,12 @@ def test_exported_file_rebuilds_without_checkpoint_or_config(tmp_path):
     batch = _batch()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(batch["images"], batch["camids"]), model(batch), rtol=0, atol=1e-5)
-    # The exported file is plain tensors and Python values.
-    assert torch.load(exported, weights_only=True)["format"] == "agreid-image-encoder"
+    # The exported file is safetensors: tensors, and the settings as JSON text in its header.
+    from safetensors import safe_open
+
+    with safe_open(exported, framework="pt") as f:
+        assert f.metadata()["format"] == "agreid-image-encoder"
+        assert json.loads(f.metadata()["settings"])["num_cameras"] == NUM_CAMERAS
 
 
 def test_torchscript_equals_eager(tmp_path):
@@ -158,7 +163,7 @@ def test_export_tool_writes_both_files(tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert (output / "image_encoder.pth").is_file() and (output / "image_encoder.ts").is_file()
+    assert (output / "image_encoder.safetensors").is_file() and (output / "image_encoder.ts").is_file()
     assert "exported encoder" in result.stdout and "weights given (model_final.pth)" in result.stdout
     missing = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools/export_image_encoder.py"), "--config-file", str(cfg_file),

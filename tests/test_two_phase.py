@@ -10,6 +10,7 @@ import torch
 
 import agreid
 from agreid.engine import AGReIDTrainer
+from agreid.serialization import load_checkpoint_file
 from fastreid.config import get_cfg
 from fastreid.engine.train_loop import HookBase
 
@@ -49,7 +50,7 @@ def _metrics(out):
 
 
 def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_checkpoint_file(path)  # the project's checkpoints load with weights_only
 
 
 def test_losses_go_down_in_both_phases(two_phase_run):

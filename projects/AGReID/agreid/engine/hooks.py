@@ -7,6 +7,8 @@ import math
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 
+from ..phases import ALIGN, PhaseSchedule
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,24 +22,22 @@ class PhaseSwitchHook(HookBase):
     from which stage 2 can also be started in a new process.
 
     Args:
-        stage1_epochs: number of stage-1 epochs (``SOLVER.STAGE1.MAX_EPOCH``).
+        schedule: the run's phase schedule.
     """
 
-    def __init__(self, stage1_epochs: int):
-        self._stage1_epochs = stage1_epochs
-
-    def phase_at(self, epoch: int) -> str:
-        """The phase that epoch ``epoch`` (0-based, over both stages) belongs to."""
-        return "align" if epoch < self._stage1_epochs else "guide"
+    def __init__(self, schedule: PhaseSchedule):
+        self._schedule = schedule
 
     def before_epoch(self):
-        phase = self.phase_at(self.trainer.epoch)
+        phase = self._schedule.phase_at(self.trainer.epoch)
         if phase != self.trainer.phase or not self.trainer.phase_ready:
             self.trainer.enter_phase(phase)
 
     def after_epoch(self):
-        if self.trainer.epoch + 1 == self._stage1_epochs and comm.is_main_process():
-            self.trainer.checkpointer.save("model_stage1", epoch=self.trainer.epoch)
+        epoch = self.trainer.epoch
+        if (self._schedule.phase_at(epoch) == ALIGN and self._schedule.is_last_epoch_of_phase(epoch)
+                and comm.is_main_process()):
+            self.trainer.checkpointer.save("model_stage1", epoch=epoch)
 
 
 class PhaseLRScheduler(HookBase):
@@ -51,16 +51,16 @@ class PhaseLRScheduler(HookBase):
 
     Args:
         cfg: the run's config.
-        stage1_epochs: epochs of stage 1 (0 when the run has no stage 1).
+        schedule: the run's phase schedule.
     """
 
-    def __init__(self, cfg, stage1_epochs: int):
+    def __init__(self, cfg, schedule: PhaseSchedule):
         self._cfg = cfg
-        self._stage1_epochs = stage1_epochs
+        self._schedule = schedule
 
     def factor(self, phase: str, epoch: int) -> float:
         """Multiplier of ``initial_lr`` at phase-local epoch ``epoch`` of ``phase``."""
-        if phase == "align":
+        if phase == ALIGN:
             s1 = self._cfg.SOLVER.STAGE1
             base, start, warm = s1.BASE_LR, s1.WARMUP_LR, s1.WARMUP_EPOCHS
             if epoch < warm:
@@ -77,9 +77,7 @@ class PhaseLRScheduler(HookBase):
 
     def before_step(self):
         trainer = self.trainer
-        phase = trainer.phase
-        local_epoch = trainer.epoch - (self._stage1_epochs if phase == "guide" else 0)
-        scale = self.factor(phase, local_epoch)
+        scale = self.factor(trainer.phase, self._schedule.local_epoch(trainer.epoch))
         for group in trainer.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * scale
         trainer.storage.put_scalar("lr", trainer.optimizer.param_groups[0]["lr"],

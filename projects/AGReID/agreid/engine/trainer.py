@@ -5,29 +5,27 @@ import logging
 import math
 import os
 import re
-import weakref
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from fastreid.data import build_reid_test_loader, build_reid_train_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
-from fastreid.data.samplers import InferenceSampler
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from ..config import skip_pretrained_weights
 from ..data import verify_images
+from ..phases import ALIGN, GUIDE, PHASES, PhasedModel, PhaseSchedule, check_phase
+from .feature_cache import CachedFeatureLoader, compute_feature_cache
+from .checkpoint import AtomicCheckpointer, NonFiniteGuard, PhaseState, resolve_eval_config
 from .hooks import PhaseLRScheduler, PhaseSwitchHook
+from .progress import Progress
 
 logger = logging.getLogger(__name__)
-
-PHASES = ("align", "guide")
 
 
 def dataset_root(cfg) -> str:
@@ -40,105 +38,48 @@ def natural_key(label) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(label)))
 
 
-class AtomicCheckpointer(Checkpointer):
-    """fastreid's checkpointer, writing to a temporary file first: never a half-written ``.pth``."""
-
-    def save(self, name: str, **kwargs):
-        """Save model, checkpointables and ``kwargs`` to ``<save_dir>/<name>.pth`` atomically."""
-        if not self.save_dir or not self.save_to_disk:
-            return
-        data = {"model": self.model.state_dict()}
-        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
-        data.update(kwargs)
-        save_file = os.path.join(self.save_dir, f"{name}.pth")
-        tmp_file = save_file + ".tmp"
-        self.logger.info("Saving checkpoint to %s", save_file)
-        torch.save(data, tmp_file)
-        os.replace(tmp_file, save_file)
-        self.tag_last_checkpoint(os.path.basename(save_file))
-
-
-class _PhaseState:
-    """Checkpointable record of the phase; loading it puts the trainer in that phase first, so
-    the optimiser state that follows it in the checkpoint lands in the right optimiser."""
-
-    def __init__(self, trainer: "AGReIDTrainer"):
-        self._trainer = weakref.proxy(trainer)
-
-    def state_dict(self) -> Dict[str, str]:
-        return {"phase": self._trainer.phase}
-
-    def load_state_dict(self, state: Dict[str, str]) -> None:
-        self._trainer.enter_phase(state["phase"], build_data=False)
-
-
-class _CachedFeatureLoader:
-    """Endless random batches ``{"features", "targets"}`` drawn from the stage-1 feature cache."""
-
-    def __init__(self, features: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int):
-        self.features, self.targets = features, targets
-        self.batch_size = min(batch_size, len(targets))
-        self._generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
-        while True:
-            order = torch.randperm(len(self.targets), generator=self._generator)
-            for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
-                index = order[start:start + self.batch_size]
-                yield {"features": self.features[index], "targets": self.targets[index]}
-
-
-class _Progress:
-    """A data loader shown as a tqdm bar on the main process."""
-
-    def __init__(self, loader, desc: str):
-        self._loader, self._desc = loader, desc
-
-    def __len__(self) -> int:
-        return len(self._loader)
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-    def __iter__(self):
-        yield from tqdm(self._loader, desc=self._desc, total=len(self._loader),
-                        disable=not comm.is_main_process(), dynamic_ncols=True, leave=False)
-
-
 class AGReIDTrainer(DefaultTrainer):
     """Train fastreid models, and AG-ReID's two phases, on fastreid's hooks.
 
-    For a model with phases (``set_phase``/``trainable_parameters``, e.g. ``AGReID``), epochs
+    For a model with phases (a :class:`~agreid.phases.PhasedModel`, e.g. ``AGReID``), epochs
     ``0 .. SOLVER.STAGE1.MAX_EPOCH-1`` run phase ``align`` on cached image features and the
-    following ``SOLVER.MAX_EPOCH`` epochs run phase ``guide`` on images; :class:`PhaseSwitchHook`
-    moves between them. Any other fastreid model (e.g. ``Baseline``) trains as in fastreid.
+    following ``SOLVER.MAX_EPOCH`` epochs run phase ``guide`` on images (:attr:`schedule`);
+    :class:`PhaseSwitchHook` moves between them. Any other fastreid model (e.g. ``Baseline``)
+    trains as in fastreid.
     """
 
     def __init__(self, cfg):
         self.phase: Optional[str] = None
         self.phase_ready = False
+        self.schedule: Optional[PhaseSchedule] = None
         self._feature_cache = None
-        self._num_train_cameras = 0
+        # fastreid's __init__ builds the training loader and, right after, sizes the model from
+        # it; the camera count must reach that step too, so the set is built here first and
+        # handed to build_train_loader once (a later call, e.g. PreciseBN's, builds its own).
+        self._pending_train_set, num_cameras = self.build_train_set(cfg)
+        cfg = self.with_train_cameras(cfg, num_cameras)
         # fastreid's __init__ registers hooks before this class has set up its phases: build
         # them once, at the end of this method.
         self._defer_hooks = True
         super().__init__(cfg)
         self._defer_hooks = False
         self._image_loader = self._trainer.data_loader
-        self._image_iters_per_epoch = self.iters_per_epoch
         if self.has_phases:
-            self.stage1_epochs = cfg.SOLVER.STAGE1.MAX_EPOCH
-            self._cache_iters_per_epoch = max(
-                len(self._image_loader.dataset) // cfg.SOLVER.STAGE1.IMS_PER_BATCH, 1)
-            self.max_epoch = self.stage1_epochs + cfg.SOLVER.MAX_EPOCH
-            self.max_iter = self.iterations_before(self.max_epoch)
+            self.schedule = PhaseSchedule(
+                stage1_epochs=cfg.SOLVER.STAGE1.MAX_EPOCH,
+                stage2_epochs=cfg.SOLVER.MAX_EPOCH,
+                align_iters_per_epoch=max(len(self._image_loader.dataset) // cfg.SOLVER.STAGE1.IMS_PER_BATCH, 1),
+                guide_iters_per_epoch=self.iters_per_epoch,
+            )
+            self.max_epoch = self.schedule.max_epoch
+            self.max_iter = self.schedule.iterations_before(self.max_epoch)
             self.checkpointer = AtomicCheckpointer(
-                self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
-                phase=_PhaseState(self), optimizer=self.optimizer)
-            self.enter_phase(PHASES[0] if self.stage1_epochs > 0 else PHASES[1], build_data=False)
+                self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), config=self.cfg,
+                phase=PhaseState(self), optimizer=self.optimizer)
+            self.enter_phase(self.schedule.first_phase, build_data=False)
         else:
             self.checkpointer = AtomicCheckpointer(
-                self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+                self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), config=self.cfg,
                 optimizer=self.optimizer, **self.scheduler)
         self.register_hooks(self.build_hooks())
 
@@ -152,15 +93,13 @@ class AGReIDTrainer(DefaultTrainer):
     @property
     def has_phases(self) -> bool:
         """Whether the model trains in AG-ReID's two phases."""
-        return hasattr(self.unwrapped_model, "set_phase")
+        return isinstance(self.unwrapped_model, PhasedModel)
 
     def iterations_before(self, epoch: int) -> int:
         """Global iteration number at the start of ``epoch`` (phases have different lengths)."""
-        if not self.has_phases:
-            return epoch * self._image_iters_per_epoch
-        stage1 = min(epoch, self.stage1_epochs)
-        return (stage1 * self._cache_iters_per_epoch
-                + max(epoch - self.stage1_epochs, 0) * self._image_iters_per_epoch)
+        if self.schedule is None:
+            return epoch * self.iters_per_epoch
+        return self.schedule.iterations_before(epoch)
 
     def enter_phase(self, phase: str, build_data: bool = True) -> None:
         """Make ``phase`` current: trainable parameters, optimiser and (optionally) its data.
@@ -170,8 +109,7 @@ class AGReIDTrainer(DefaultTrainer):
             build_data: also build the phase's data (feature cache or text-feature table);
                 False when only the optimiser must exist, e.g. while loading a checkpoint.
         """
-        if phase not in PHASES:
-            raise ValueError(f"Unknown phase {phase!r}; expected one of {PHASES}")
+        check_phase(phase)
         model = self.unwrapped_model
         if phase != self.phase:
             logger.info("Entering phase '%s'", phase)
@@ -181,18 +119,17 @@ class AGReIDTrainer(DefaultTrainer):
             self.checkpointer.checkpointables["optimizer"] = optimizer
             self.phase, self.phase_ready = phase, False
         if build_data and not self.phase_ready:
-            if phase == "align":
+            if phase == ALIGN:
                 features, targets = self.feature_cache()
-                loader = _CachedFeatureLoader(
+                loader = CachedFeatureLoader(
                     features, targets,
                     self.cfg.SOLVER.STAGE1.IMS_PER_BATCH // comm.get_world_size(),
                     seed=comm.get_rank())
-                self.iters_per_epoch = self._cache_iters_per_epoch
             else:
                 model.build_text_features()
                 self._feature_cache = None
                 loader = self._image_loader
-                self.iters_per_epoch = self._image_iters_per_epoch
+            self.iters_per_epoch = self.schedule.iters_per_epoch(phase)
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
             self._forget_losses_of_other_phases()
@@ -207,36 +144,14 @@ class AGReIDTrainer(DefaultTrainer):
             del storage.histories()[name]
             storage.latest().pop(name, None)
 
-    @torch.no_grad()
-    def feature_cache(self):
-        """Image features ``f_proj`` of every training image, computed once (no augmentation).
+    def feature_cache(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The stage-1 feature cache ``(features (N, D), targets (N,))``, computed on first use.
 
-        Each process encodes its shard (``InferenceSampler``); the shards are gathered so
-        every process holds the whole cache. Returns ``(features (N, D), targets (N,))`` on CPU.
+        See :func:`~agreid.engine.feature_cache.compute_feature_cache`.
         """
-        if self._feature_cache is not None:
-            return self._feature_cache
-        train_set = self._image_loader.dataset
-        cache_set = CommDataset(train_set.img_items, build_transforms(self.cfg, is_train=False),
-                                relabel=True)
-        cache_set.pid_dict, cache_set.cam_dict = train_set.pid_dict, train_set.cam_dict
-        loader = build_reid_test_loader(cache_set, self.cfg.SOLVER.STAGE1.CACHE_BATCH, 0,
-                                        num_workers=self.cfg.DATALOADER.NUM_WORKERS)[0]
-        model = self.unwrapped_model
-        was_training = model.training
-        model.eval()
-        chunks, targets = [], []
-        for batch in _Progress(loader, "stage-1 feature cache"):
-            chunks.append(model.encode_image(batch).float().cpu())
-            targets.append(batch["targets"].cpu())
-        model.train(was_training)
-        features, targets = torch.cat(chunks), torch.cat(targets)
-        if comm.get_world_size() > 1:
-            shards = comm.all_gather((features, targets))
-            features = torch.cat([s[0] for s in shards])
-            targets = torch.cat([s[1] for s in shards])
-        logger.info("Stage-1 feature cache: %d images x %d dims", *features.shape)
-        self._feature_cache = (features, targets)
+        if self._feature_cache is None:
+            self._feature_cache = compute_feature_cache(
+                self.cfg, self.unwrapped_model, self._image_loader.dataset)
         return self._feature_cache
 
     # ---------------------------------------------------------------- builders
@@ -252,11 +167,13 @@ class AGReIDTrainer(DefaultTrainer):
             raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: no such file")
         frozen = cfg.is_frozen()
         cfg.defrost()
+        # Identity/camera counts from the checkpoint; disagreeing settings stop here.
+        resolve_eval_config(cfg, cfg.MODEL.WEIGHTS)
         skip_pretrained_weights(cfg)
         if frozen:
             cfg.freeze()
         model = cls.build_model(cfg)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
         return model.eval()
 
     @classmethod
@@ -267,11 +184,11 @@ class AGReIDTrainer(DefaultTrainer):
         and ``WEIGHT_DECAY_BIAS`` for biases. Each group records its full rate as
         ``initial_lr`` for :class:`PhaseLRScheduler`.
         """
-        solver = cfg.SOLVER.STAGE1 if phase == "align" else cfg.SOLVER
+        solver = cfg.SOLVER.STAGE1 if check_phase(phase) == ALIGN else cfg.SOLVER
         groups = []
         for name, param in model.trainable_parameters(phase):
             lr, weight_decay = solver.BASE_LR, solver.WEIGHT_DECAY
-            if phase == "guide" and name.endswith("bias"):
+            if phase == GUIDE and name.endswith("bias"):
                 lr *= cfg.SOLVER.BIAS_LR_FACTOR
                 weight_decay = cfg.SOLVER.WEIGHT_DECAY_BIAS
             groups.append({"params": [param], "lr": lr, "initial_lr": lr,
@@ -285,13 +202,13 @@ class AGReIDTrainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         """fastreid's optimiser for models without phases; the stage-2 one otherwise."""
-        if hasattr(model, "set_phase"):
+        if isinstance(model, PhasedModel):
             # DDP wraps the model after this: everything either phase trains must require grad
             # now, or DDP leaves it out of gradient reduction for good.
             for phase in PHASES:
                 for _, param in model.trainable_parameters(phase):
                     param.requires_grad_(True)
-            return cls.build_phase_optimizer(cfg, model, "guide"), None
+            return cls.build_phase_optimizer(cfg, model, GUIDE), None
         return super().build_optimizer(cfg, model)
 
     def build_lr_scheduler(self, cfg, optimizer, iters_per_epoch):
@@ -311,18 +228,19 @@ class AGReIDTrainer(DefaultTrainer):
         """fastreid's hooks; with phases, the LR hook is phase-aware and the switch comes first."""
         if self._defer_hooks:
             return []
-        ret = super().build_hooks()
+        ret = [NonFiniteGuard()] + super().build_hooks()
         if self.has_phases:
             ret = [h for h in ret if not isinstance(h, hooks.LRScheduler)]
-            ret.insert(0, PhaseSwitchHook(self.stage1_epochs))
-            ret.insert(1, PhaseLRScheduler(self.cfg, self.stage1_epochs))
+            ret.insert(0, PhaseSwitchHook(self.schedule))
+            ret.insert(1, PhaseLRScheduler(self.cfg, self.schedule))
         return ret
 
-    def build_train_loader(self, cfg):
-        """fastreid's training loader over checked images, cameras numbered in numeric order.
+    @classmethod
+    def build_train_set(cls, cfg) -> Tuple[CommDataset, int]:
+        """The training set of ``DATASETS.NAMES`` over checked images, and its number of cameras.
 
-        An instance method (fastreid's is a classmethod): it records the number of training
-        cameras for :meth:`auto_scale_hyperparams`.
+        Cameras are numbered in their natural order (``cam2`` before ``cam10``), so the SIE
+        rows keep the datasets' numeric order.
         """
         items = []
         for name in cfg.DATASETS.NAMES:
@@ -338,7 +256,13 @@ class AGReIDTrainer(DefaultTrainer):
         train_set = CommDataset(items, build_transforms(cfg, is_train=True), relabel=True)
         train_set.cams = sorted(train_set.cams, key=natural_key)
         train_set.cam_dict = {cam: i for i, cam in enumerate(train_set.cams)}
-        self._num_train_cameras = train_set.num_cameras
+        return train_set, train_set.num_cameras
+
+    def build_train_loader(self, cfg):
+        """fastreid's training loader over :meth:`build_train_set`."""
+        train_set, self._pending_train_set = self._pending_train_set, None
+        if train_set is None:
+            train_set, _ = self.build_train_set(cfg)
         return build_reid_train_loader(cfg, train_set=train_set)
 
     @classmethod
@@ -355,7 +279,7 @@ class AGReIDTrainer(DefaultTrainer):
         test_set = CommDataset(query + gallery, build_transforms(cfg, is_train=False), relabel=False)
         loader, num_query = build_reid_test_loader(
             test_set, cfg.TEST.IMS_PER_BATCH, len(query), num_workers=cfg.DATALOADER.NUM_WORKERS)
-        return _Progress(loader, f"features {dataset_name}"), num_query
+        return Progress(loader, f"features {dataset_name}"), num_query
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
@@ -365,17 +289,23 @@ class AGReIDTrainer(DefaultTrainer):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
         return data_loader, ReidEvaluator(cfg, num_query, output_dir)
 
-    def auto_scale_hyperparams(self, cfg, num_classes):
-        """fastreid's, plus ``MODEL.BACKBONE.NUM_CAMERAS`` from the training set when 0."""
-        if cfg.MODEL.BACKBONE.NUM_CAMERAS == 0:
-            cfg = cfg.clone()
-            frozen = cfg.is_frozen()
-            cfg.defrost()
-            cfg.MODEL.BACKBONE.NUM_CAMERAS = self._num_train_cameras
-            logger.info("Auto-scaling the num_cameras=%d", self._num_train_cameras)
-            if frozen:
-                cfg.freeze()
-        return DefaultTrainer.auto_scale_hyperparams(cfg, num_classes)
+    @staticmethod
+    def with_train_cameras(cfg, num_cameras: int):
+        """``cfg`` with ``MODEL.BACKBONE.NUM_CAMERAS`` set to ``num_cameras`` when it is 0.
+
+        fastreid's ``auto_scale_hyperparams`` then sets ``MODEL.HEADS.NUM_CLASSES`` and writes
+        both to ``OUTPUT_DIR/config.yaml``.
+        """
+        if cfg.MODEL.BACKBONE.NUM_CAMERAS != 0:
+            return cfg
+        cfg = cfg.clone()
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.BACKBONE.NUM_CAMERAS = num_cameras
+        logger.info("Auto-scaling the num_cameras=%d", num_cameras)
+        if frozen:
+            cfg.freeze()
+        return cfg
 
     # -------------------------------------------------------------------- loop
     def _stop_prefetching(self) -> None:

@@ -22,7 +22,10 @@ from typing import Iterator, Optional, Tuple
 
 import open_clip
 import torch
+from open_clip.factory import convert_state_dict, resize_pos_embed, resize_text_pos_embed
 from open_clip.model import CLIP
+
+from ..serialization import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +150,16 @@ def _build_and_load(model_name: str, checkpoint_path: str, *, quick_gelu: bool) 
             state_dict.pop(key, None)
         incompatible = model.load_state_dict(state_dict, strict=False)
     else:
-        incompatible = open_clip.load_checkpoint(model, checkpoint_path, strict=False)
+        # Read through the project's safe loader (weights_only / safetensors, never code), then
+        # apply open_clip's own key conversions and position-embedding resizing.
+        state_dict = _clip_state_dict(load_checkpoint_file(checkpoint_path), checkpoint_path)
+        state_dict = convert_state_dict(model, state_dict)
+        scale = state_dict.get("logit_scale")
+        if scale is not None and scale.shape != model.logit_scale.shape and scale.numel() == 1:
+            state_dict["logit_scale"] = scale.reshape(model.logit_scale.shape)
+        resize_pos_embed(state_dict, model)
+        resize_text_pos_embed(state_dict, model)
+        incompatible = model.load_state_dict(state_dict, strict=False)
 
     num_loaded = len(model.state_dict()) - len(incompatible.missing_keys)
     if num_loaded == 0:
@@ -161,6 +173,16 @@ def _build_and_load(model_name: str, checkpoint_path: str, *, quick_gelu: bool) 
         incompatible.missing_keys or "none", incompatible.unexpected_keys or "none",
     )
     return model
+
+
+def _clip_state_dict(checkpoint, path: str) -> dict:
+    """The CLIP state dict inside a loaded file: the file itself, or its ``state_dict`` entry."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise ValueError(f"{path} holds no CLIP state dict (a {type(checkpoint).__name__}).")
+    # Saved from a DistributedDataParallel-wrapped model.
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in checkpoint.items()}
 
 
 def _is_torchscript(path: str) -> bool:

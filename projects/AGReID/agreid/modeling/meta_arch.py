@@ -12,6 +12,7 @@ from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_l
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 from torch import Tensor, nn
 
+from ..phases import ALIGN, PHASES, check_phase  # noqa: F401  # PHASES: re-exported by agreid.modeling
 from .attribute_head import AttributeHead
 from .clip_backbone import CLIPImageEncoder, ImageFeatures
 from .clip_loader import shared_clip
@@ -21,7 +22,6 @@ from .text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("align", "guide")
 # Modules trained in each phase (top-level attribute names); E_A joins "guide" on request.
 _ALIGN_MODULES = ("prompt_learner", "heads")
 _GUIDE_MODULES = ("backbone", "bnneck", "bnneck_proj", "classifier", "classifier_proj")
@@ -53,7 +53,8 @@ class AGReID(Baseline):
     off). The model also owns BNNecks and ID classifiers on ``f`` and ``f_proj``, the per-identity
     prompt learner (pseudo-labels V) and the frozen CLIP text encoder.
 
-    Training runs in two phases, set by :meth:`set_phase`:
+    Training runs in two phases (:data:`agreid.phases.PHASES`; the model is a
+    :class:`agreid.phases.PhasedModel`), set by :meth:`set_phase`:
 
     - ``align``: batches of cached image features ``{"features", "targets"}``; trains V and E_A
       with SupCon in both directions and L_attrA.
@@ -114,7 +115,7 @@ class AGReID(Baseline):
         self.register_buffer("text_features", torch.zeros(num_classes, text_encoder.embed_dim))
         self.neck_feat = neck_feat
         self.train_attr_in_guide = train_attr_in_guide
-        self.phase = PHASES[0]
+        self.phase = ALIGN
         self.set_phase(self.phase)
 
     @classmethod
@@ -162,6 +163,7 @@ class AGReID(Baseline):
     # ------------------------------------------------------------------ phases
     def set_phase(self, phase: str) -> None:
         """Switch to ``"align"`` or ``"guide"``: exactly that phase's parameters require grad."""
+        check_phase(phase)
         trained = {name for name, _ in self.trainable_parameters(phase)}
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(name in trained)
@@ -169,12 +171,10 @@ class AGReID(Baseline):
 
     def trainable_parameters(self, phase: str) -> List[Tuple[str, nn.Parameter]]:
         """Named parameters trained in ``phase`` (whatever the current phase), BNNeck biases excluded."""
-        if phase == "align":
+        if check_phase(phase) == ALIGN:
             modules = _ALIGN_MODULES
-        elif phase == "guide":
-            modules = _GUIDE_MODULES + (("heads",) if self.train_attr_in_guide else ())
         else:
-            raise ValueError(f"Unknown phase {phase!r}; phases are {PHASES}.")
+            modules = _GUIDE_MODULES + (("heads",) if self.train_attr_in_guide else ())
         return [
             (name, parameter)
             for name, parameter in self.named_parameters()
@@ -188,7 +188,7 @@ class AGReID(Baseline):
             features = self.backbone(self.preprocess_image(batched_inputs), self._camids(batched_inputs))
             return self.test_feature(features)
         targets = batched_inputs["targets"].to(self.device)
-        if self.phase == "align":
+        if self.phase == ALIGN:
             return self.align_losses(batched_inputs["features"].to(self.device), targets)
         features = self.backbone(self.preprocess_image(batched_inputs), self._camids(batched_inputs))
         return self.losses(features, targets)
