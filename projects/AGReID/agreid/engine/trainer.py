@@ -244,8 +244,9 @@ class AGReIDTrainer(DefaultTrainer):
         """
         items = []
         for name in cfg.DATASETS.NAMES:
+            # cfg: the datasets of your own (ReIDFolder, ReIDList) read their keys; others ignore it.
             data = DATASET_REGISTRY.get(name)(root=dataset_root(cfg),
-                                              combineall=cfg.DATASETS.COMBINEALL)
+                                              combineall=cfg.DATASETS.COMBINEALL, cfg=cfg)
             if comm.is_main_process():
                 data.show_train()
             if not data.train:
@@ -268,7 +269,7 @@ class AGReIDTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         """fastreid's test loader over checked images; returns ``(loader, num_query)``."""
-        data = DATASET_REGISTRY.get(dataset_name)(root=dataset_root(cfg))
+        data = DATASET_REGISTRY.get(dataset_name)(root=dataset_root(cfg), cfg=cfg)
         if comm.is_main_process():
             data.show_test()
         if not data.query or not data.gallery:
