@@ -99,6 +99,17 @@ def add_agreid_config(cfg: CN) -> None:
     # Root of the datasets; "" = $FASTREID_DATASETS or "datasets" (fastreid's convention).
     _C.DATASETS.ROOT = ""
 
+    # ------------------------------------------------------------- reliability
+    # Seed of every random generator (python, numpy, torch; each process adds its rank).
+    # -1 = a fresh seed each run, written into OUTPUT_DIR/config.yaml so the run can be repeated.
+    _C.SEED = -1
+    # Deterministic algorithms only (torch.use_deterministic_algorithms, no cuDNN benchmark):
+    # with a fixed SEED two runs give the same weights; slower on GPUs.
+    _C.DETERMINISTIC = False
+    # Train from a MODEL.WEIGHTS checkpoint of another architecture (other #ids, template, ...):
+    # parameters that do not fit are re-initialised and listed. False = such a checkpoint stops.
+    _C.MODEL.WEIGHTS_FINETUNE = False
+
 
 def get_agreid_cfg(config_file: str = "", opts=()) -> CN:
     """fastreid's defaults + AG-ReID's keys, then ``config_file`` and ``KEY VALUE`` overrides."""

@@ -1,0 +1,219 @@
+"""tools/ablate.py: run names, leaves, the SynthCLIP check, resume/skip, rendering, one tiny real run."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import agreid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    spec.loader.exec_module(module)
+    return module
+
+
+ablate = _load("ablate")
+ex = _load("_experiments")
+NO_WEIGHTS = ["MODEL.BACKBONE.PRETRAIN_PATH", "", "MODEL.BACKBONE.PRETRAIN", "none"]
+TINY = ["SOLVER.STAGE1.MAX_EPOCH", "1", "SOLVER.MAX_EPOCH", "1", "INPUT.SIZE_TRAIN", "[64,32]",
+        "INPUT.SIZE_TEST", "[64,32]", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_EPOCHS", "0", "SOLVER.STAGE1.WARMUP_EPOCHS", "0"]
+
+
+def _cfg(run, *opts):
+    return agreid.get_agreid_cfg(os.path.join(REPO, ablate.leaf_file(run)), NO_WEIGHTS + list(opts))
+
+
+# ------------------------------------------------------------------------------- run names
+def test_run_names_groups_and_patterns():
+    assert ablate.resolve_runs("table4") == ["baseline", "at", "ap", "at_ap"]
+    assert ablate.resolve_runs("threshold_*") == [
+        "threshold_p50", "threshold_p75", "threshold_p90", "threshold_otsu", "threshold_none"]
+    assert ablate.resolve_runs("at,table4, at") == ["at", "baseline", "ap", "at_ap"]
+    everything = ablate.resolve_runs("all")
+    assert set(everything) == set(ablate.available_runs()) and len(everything) == 18
+
+
+def test_unknown_run_stops_naming_it():
+    with pytest.raises(SystemExit, match="unknown run 'at_apx'"):
+        ablate.resolve_runs("baseline,at_apx")
+    with pytest.raises(SystemExit, match="unknown run 'nothing_\\*'"):
+        ablate.resolve_runs("nothing_*")
+    proc = subprocess.run([sys.executable, "tools/ablate.py", "--runs", "tabel4", "--dry-run"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown run 'tabel4'" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------- leaves
+def test_leaves_express_the_ablations():
+    def key(cfg):
+        return cfg.MODEL.PROMPT.TEMPLATE, cfg.MODEL.ATTR.ENABLED
+
+    assert key(_cfg("baseline")) == ("default", False)
+    assert key(_cfg("at")) == ("d", False)
+    assert key(_cfg("ap")) == ("default", True)
+    assert key(_cfg("at_ap")) == ("d", True)
+    assert _cfg("align_grad").MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS is True
+    assert _cfg("train_in_guide").MODEL.ATTR.TRAIN_IN_GUIDE is True
+    assert _cfg("threshold_p75").MODEL.ATTR.THRESHOLD == "p75"
+    assert _cfg("template_longer").MODEL.PROMPT.TEMPLATE == "longer"
+    # The same run under three names: trained once, the result shared.
+    reference = ex.config_fingerprint(_cfg("at_ap"))
+    assert ex.config_fingerprint(_cfg("template_d")) == reference
+    assert ex.config_fingerprint(_cfg("threshold_otsu")) == reference
+    assert ex.config_fingerprint(_cfg("template_default")) == ex.config_fingerprint(_cfg("ap"))
+    assert ex.config_fingerprint(_cfg("at_ap", "OUTPUT_DIR", "elsewhere")) == reference
+    assert ex.config_fingerprint(_cfg("at_ap", "SOLVER.MAX_EPOCH", "3")) != reference
+
+
+def test_every_leaf_differs_from_agreid_only_where_it_says():
+    import yaml
+
+    base = _cfg("at_ap")
+    for run in ablate.available_runs():
+        with open(os.path.join(REPO, ablate.leaf_file(run))) as f:
+            stated = yaml.safe_load(f)
+        assert stated.pop("_BASE_") == "../agreid.yml", run
+        assert stated.pop("OUTPUT_DIR") == f"logs/synthetic/ablations/{run}"
+        cfg = _cfg(run)
+        for section, keys in stated.get("MODEL", {}).items():
+            for name, value in keys.items():
+                assert cfg.MODEL[section][name] == value, (run, name)
+        cfg.defrost()
+        for section in stated.get("MODEL", {}):
+            cfg.MODEL[section] = base.MODEL[section]
+        cfg.OUTPUT_DIR = base.OUTPUT_DIR
+        assert cfg == base, run
+
+
+# ------------------------------------------------------------------------- bad input, dry run
+def test_missing_synthclip_file_stops_before_anything_runs(tmp_path, capsys):
+    missing = tmp_path / "pretrained" / "SynthCLIP-Tiny.pt"
+    with pytest.raises(SystemExit, match=f"MODEL.BACKBONE.PRETRAIN_PATH {missing} does not exist"):
+        ablate.main(["--preset", "tiny", "--runs", "table4", "--output", str(tmp_path / "out"),
+                     "--data-root", str(tmp_path / "data"), "MODEL.BACKBONE.PRETRAIN_PATH", str(missing)])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
+def test_dry_run_plans_resumes_and_shares(tmp_path, capsys, tiny_dataset_root):
+    out = tmp_path / "out"
+    interrupted = out / "runs" / "at" / "seed1"
+    interrupted.mkdir(parents=True)
+    (interrupted / "last_checkpoint").write_text("model_0000003.pth")
+    code = ablate.main(["--preset", "tiny", "--runs", "at,at_ap,template_d", "--seeds", "2", "--output", str(out),
+                        "--data-root", tiny_dataset_root, "--dry-run", *NO_WEIGHTS, "SOLVER.MAX_EPOCH", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "at seed 0: train:" in printed and "at seed 1: resume:" in printed
+    assert "--resume" in printed.split("at seed 1: resume:")[1].splitlines()[0]
+    assert "template_d seed 0: same config as at_ap" in printed
+    assert "4 trainings to run" in printed
+    assert "SOLVER.MAX_EPOCH 2" in printed and not list(out.glob("results/*/*.json"))
+
+
+def test_finished_result_with_another_config_is_not_reused(tmp_path, tiny_dataset_root):
+    out = tmp_path / "out"
+    ex.write_json(str(out / "results" / "at" / "seed0.json"),
+                  {"run": "at", "seed": 0, "fingerprint": "0123456789abcdef", "metrics": {"mAP": 1.0}})
+    with pytest.raises(SystemExit, match="measured with another config"):
+        ablate.main(["--preset", "tiny", "--runs", "at", "--output", str(out), "--data-root", tiny_dataset_root,
+                     "--no-render", *NO_WEIGHTS])
+
+
+# ------------------------------------------------------------------------------- rendering
+LOG = """[12/01 07:56:03 fastreid.evaluation.testing]: Evaluation results in csv format: 
+| Dataset           | Rank-1   | Rank-5   | Rank-10   | mAP   | mINP   | metric   |
+|:------------------|:---------|:---------|:----------|:------|:-------|:---------|
+| SyntheticOccluded | 1.00     | 6.25     | 25.00     | 7.68  | 7.90   | 3.84     |
+[12/01 07:58:03 fastreid.engine.defaults]: later
+| Dataset           | Rank-1   | Rank-5   | Rank-10   | mAP   | mINP   | metric   |
+|:------------------|:---------|:---------|:----------|:------|:-------|:---------|
+| SyntheticOccluded | 12.50    | 37.11    | 47.66     | 17.41 | 11.71  | 14.96    |
+| OccludedDuke      | 2.00     | 3.00     | 4.00      | 5.00  | 6.00   | 3.50     |
+done
+"""
+
+
+def test_parse_eval_tables_takes_the_last_table():
+    tables = ex.parse_eval_tables(LOG)
+    assert tables["SyntheticOccluded"] == {"Rank-1": 12.5, "Rank-5": 37.11, "Rank-10": 47.66, "mAP": 17.41,
+                                           "mINP": 11.71, "metric": 14.96}
+    assert tables["OccludedDuke"]["mAP"] == 5.0
+
+
+def test_marked_sections_replace_only_their_own_text(tmp_path):
+    copy = tmp_path / "RESULTS.md"
+    original = open(os.path.join(REPO, "docs", "RESULTS.md"), encoding="utf-8").read()
+    copy.write_text(original, encoding="utf-8")
+    ex.update_markdown(str(copy), {"ablate:table4": "first"})
+    text = copy.read_text(encoding="utf-8")
+    assert text.startswith(original) and text.endswith("<!-- ablate:table4 -->\nfirst\n<!-- /ablate:table4 -->\n")
+    # The lead edits around the section; a second render changes only the section.
+    edited = "# Edited title\n" + text.replace("<!-- /ablate:table4 -->\n", "<!-- /ablate:table4 -->\nafter\n")
+    copy.write_text(edited, encoding="utf-8")
+    ex.update_markdown(str(copy), {"ablate:table4": "second\nline", "ablate:table5": "five"})
+    assert copy.read_text(encoding="utf-8") == (
+        edited.replace("\nfirst\n", "\nsecond\nline\n") + "\n<!-- ablate:table5 -->\nfive\n<!-- /ablate:table5 -->\n")
+    with pytest.raises(ValueError, match="no matching <!-- /broken -->"):
+        ex.replace_marked_section("x <!-- broken --> y", "broken", "z")
+
+
+def _record(run, seed, mAP, r1, fingerprint="f", seconds=60.0):
+    return {"run": run, "seed": seed, "preset": "small", "fingerprint": fingerprint + run, "seed_applied": True,
+            "seconds": seconds, "invocation": "python tools/ablate.py --preset small",
+            "metrics": {"mAP": mAP, "Rank-1": r1, "Rank-5": 50.0, "Rank-10": 60.0}, "machine": {"cpu_count": 2}}
+
+
+def test_tables_show_mean_and_std_over_seeds(tmp_path):
+    results = {"baseline": {0: _record("baseline", 0, 10.0, 20.0), 1: _record("baseline", 1, 12.0, 24.0)},
+               "at_ap": {0: _record("at_ap", 0, 15.0, 30.0)},
+               "threshold_p50": {0: _record("threshold_p50", 0, 9.0, 8.0)}}
+    sections = ablate.render_sections(results, "figures/t4.png")
+    assert set(sections) == {"ablate:table4", "ablate:table6"}
+    table4 = sections["ablate:table4"]
+    # mean 11, sample std of (10, 12) = sqrt(2) = 1.414; Rank-1 22 +- 2.83.
+    assert "| ✓ |  |  | 11.0 ± 1.4 | 22.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | 2 | 60.0 / 67.8 / 80.1 / 85.2 |" in table4
+    assert "| ✓ | ✓ | ✓ | 15.0 | 30.0 | 50.0 | 60.0 | 1 | 63.2 / 70.4 / 82.4 / 86.4 |" in table4
+    assert "| ✓ | ✓ |  | not run |" in table4 and "![" in table4 and "(figures/t4.png)" in table4
+    assert "3.0 min for 3 trained runs" in table4
+    assert "| P50 | 9.0 | 8.0 | 50.0 | 60.0 | 1 | 61.9 / 69.9 / 82.7 / 86.0 |" in sections["ablate:table6"]
+    png = tmp_path / "t4.png"
+    assert ablate.plot_table4(results, str(png)) and png.stat().st_size > 5000
+
+
+# ------------------------------------------------------------------------- one real tiny run
+def test_two_tiny_runs_train_render_and_resume(tmp_path, tiny_dataset_root):
+    import open_clip
+    import torch
+
+    weights = tmp_path / "SynthCLIP-Tiny.pt"
+    torch.save(open_clip.create_model("AGReID-Tiny-ViT").state_dict(), weights)
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n\nhand-written text\n", encoding="utf-8")
+    out, figure = tmp_path / "out", tmp_path / "fig" / "t4.png"
+    cmd = [sys.executable, "tools/ablate.py", "--preset", "tiny", "--runs", "baseline,at", "--seeds", "1",
+           "--data-root", tiny_dataset_root, "--output", str(out), "--results-md", str(md), "--figure", str(figure),
+           "MODEL.BACKBONE.PRETRAIN_PATH", str(weights), *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for run in ("baseline", "at"):
+        record = json.loads((out / "results" / run / "seed0.json").read_text())
+        assert record["run"] == run and record["leaf"] == f"configs/Synthetic/ablations/{run}.yml"
+        assert set(ex.METRICS) <= set(record["metrics"]) and 0 <= record["metrics"]["mAP"] <= 100
+        log = (out / "runs" / run / "seed0" / "log.txt").read_text()
+        assert record["metrics"]["mAP"] == ex.parse_eval_tables(log)["SyntheticOccluded"]["mAP"]
+        assert str(weights) in (out / "runs" / run / "seed0" / "config.yaml").read_text()
+    text = md.read_text(encoding="utf-8")
+    assert text.startswith("# Results\n\nhand-written text\n") and text.count("<!-- ablate:table4 -->") == 1
+    assert "ablate:table5" not in text and figure.stat().st_size > 5000
+    # A second sitting skips what is finished and trains nothing.
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2 and "train:" not in again.stdout

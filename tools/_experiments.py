@@ -1,0 +1,185 @@
+"""Helpers shared by the experiment tools (ablate.py, reproduce_paper.py, the probes).
+
+Running ``tools/train_net.py`` as a subprocess, reading the final evaluation table from its
+``log.txt``, fingerprinting a resolved config, mean ± std over seeds, and replacing one marked
+section of a markdown file without touching the rest of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from typing import Dict, Iterable, List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join("tools", "train_net.py")
+METRICS = ("mAP", "Rank-1", "Rank-5", "Rank-10")
+
+# fastreid's print_csv_format: a pipe table whose first column is "Dataset".
+_TABLE_HEADER = re.compile(r"^\|\s*Dataset\s*\|(.*)\|\s*$")
+_TABLE_ROW = re.compile(r"^\|(.*)\|\s*$")
+
+
+def parse_eval_tables(log_text: str) -> Dict[str, Dict[str, float]]:
+    """The last evaluation result of every test set printed in a fastreid ``log.txt``.
+
+    fastreid prints each evaluation as a pipe table (``| Dataset | Rank-1 | ... |``) with one
+    row per test set; a later table (a resumed run, a later evaluation) replaces an earlier one.
+
+    Returns:
+        ``{dataset: {metric: value}}``, values in percent as printed.
+    """
+    results: Dict[str, Dict[str, float]] = {}
+    lines = log_text.splitlines()
+    for index, line in enumerate(lines):
+        header = _TABLE_HEADER.match(line.split("]: ", 1)[-1].strip())
+        if not header:
+            continue
+        names = [name.strip() for name in header.group(1).split("|")]
+        for row_line in lines[index + 2:]:
+            row = _TABLE_ROW.match(row_line.strip())
+            if not row:
+                break
+            cells = [cell.strip() for cell in row.group(1).split("|")]
+            if len(cells) != len(names) + 1:
+                break
+            values = {}
+            for name, cell in zip(names, cells[1:]):
+                try:
+                    values[name] = float(cell)
+                except ValueError:
+                    continue
+            results[cells[0]] = values
+    return results
+
+
+def config_fingerprint(cfg, ignore: Sequence[str] = ("OUTPUT_DIR", "SEED")) -> str:
+    """A hash of a resolved config, leaving out the keys that differ between repeats of a run."""
+    clone = cfg.clone()
+    clone.defrost()
+    for key in ignore:
+        if key in clone:
+            del clone[key]
+    return hashlib.sha256(clone.dump(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mean_std(values: Iterable[float]):
+    """Mean and sample standard deviation (ddof 1; 0.0 for a single value)."""
+    values = list(values)
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance)
+
+
+def format_mean_std(values: Sequence[float], digits: int = 1) -> str:
+    """``"12.3 ± 0.4"`` over seeds, just ``"12.3"`` for one seed."""
+    mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def replace_marked_section(text: str, name: str, body: str) -> str:
+    """Put ``body`` between ``<!-- name -->`` and ``<!-- /name -->`` in ``text``.
+
+    Only the text between the two markers changes; without the markers, the marked section is
+    appended at the end. A start marker without its end marker is an error (the rest of the
+    file would be lost otherwise).
+    """
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    begin = text.find(start)
+    if begin < 0:
+        separator = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+        return f"{text}{separator}{block}\n"
+    finish = text.find(end, begin)
+    if finish < 0:
+        raise ValueError(f"Marker {start} has no matching {end}: fix the file by hand.")
+    return text[:begin] + block + text[finish + len(end):]
+
+
+def update_markdown(path: str, sections: Dict[str, str]) -> None:
+    """Replace (or append) each marked section of the markdown file ``path``, atomically."""
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    for name, body in sections.items():
+        text = replace_marked_section(text, name, body)
+    write_atomic(path, text)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def machine() -> Dict[str, object]:
+    """What the numbers were measured on."""
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+    }
+
+
+def train_command(config_file: str, output_dir: str, opts: Sequence[str], *, resume: bool = False,
+                  num_gpus: int = 1, python: Optional[str] = None) -> List[str]:
+    """The ``tools/train_net.py`` command line of one run (``OUTPUT_DIR`` last, so it wins)."""
+    cmd = [python or sys.executable, TRAIN_NET, "--config-file", config_file]
+    if num_gpus > 1:
+        cmd += ["--num-gpus", str(num_gpus)]
+    if resume:
+        cmd.append("--resume")
+    return cmd + list(opts) + ["OUTPUT_DIR", output_dir]
+
+
+def has_checkpoint(output_dir: str) -> bool:
+    """Whether an interrupted run left a checkpoint to resume from."""
+    return os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+
+
+def run_logged(cmd: Sequence[str], log_path: str, cwd: str = REPO, env=None) -> int:
+    """Run ``cmd``, appending its stdout and stderr to ``log_path``; return its exit status."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        return subprocess.run(list(cmd), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def tail(path: str, lines: int = 20) -> str:
+    """The last ``lines`` lines of a text file ('' when it does not exist)."""
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+def repo_path(path: str) -> str:
+    """``path`` as train_net.py sees it: relative paths are relative to the repository root."""
+    return path if os.path.isabs(path) else os.path.join(REPO, path)

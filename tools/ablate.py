@@ -1,0 +1,455 @@
+#!/usr/bin/env python
+"""Run the paper's ablations (tables 4-6, and the two open choices) on the synthetic data, with seeds.
+
+Each run is a config leaf of ``configs/Synthetic/ablations/`` trained by ``tools/train_net.py``
+in a subprocess, once per seed, with the same budget for every run (any ``KEY VALUE`` after the
+flags goes to every run). One results file per (run, seed) is written when a run has finished
+and evaluated; finished runs are skipped, so a large budget spreads over several sittings, and
+an interrupted run continues from its last checkpoint (``train_net.py --resume``). Runs whose
+resolved configs are identical (``template_d``, ``threshold_otsu`` and ``at_ap``) are trained
+once and share the result. After every run, the tables (the paper's layout, mean ± standard
+deviation over seeds of mAP and Rank-1/5/10) and a plot of the table-4 rows are written into
+the marked sections of ``docs/RESULTS.md`` (nothing else in that file changes).
+
+    python tools/ablate.py --preset small --seeds 3 --runs table4
+    python tools/ablate.py --preset small --seeds 2 --runs template_*,threshold_* SOLVER.MAX_EPOCH 30
+    python tools/ablate.py --preset small --seeds 3 --runs table4 --dry-run
+    python tools/ablate.py --preset small --render-only
+
+Run names: the leaf files' names (``baseline``, ``at``, ``ap``, ``at_ap``, ``template_<t>``,
+``threshold_<t>``, ``align_grad``, ``train_in_guide``), shell-style patterns of them, or the
+groups ``table4``, ``table5``, ``table6``, ``choices`` and ``all``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import fnmatch
+import glob
+import json
+import os
+import sys
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _experiments as ex  # noqa: E402
+
+LEAF_DIR = os.path.join("configs", "Synthetic", "ablations")
+TEST_SET = "SyntheticOccluded"
+
+# The paper's tables: run name -> (row label, the paper's Occluded-Duke mAP, R@1, R@5, R@10).
+# Table 4's check marks are lost in the paper's text; its AP-only row is table 5's "Default
+# Prompt" row (the same run), which fixes which of rows 2 and 3 is AT only.
+TABLE4 = OrderedDict([
+    ("baseline", (("✓", "", ""), (60.0, 67.8, 80.1, 85.2))),
+    ("at", (("✓", "✓", ""), (62.4, 69.7, 81.7, 86.2))),
+    ("ap", (("✓", "", "✓"), (62.2, 69.2, 81.9, 86.3))),
+    ("at_ap", (("✓", "✓", "✓"), (63.2, 70.4, 82.4, 86.4))),
+])
+TABLE5 = OrderedDict([
+    ("template_default", ("Default Prompt", (62.2, 69.2, 81.9, 86.3))),
+    ("template_longer", ("Longer Prompt", (62.0, 69.9, 82.1, 86.2))),
+    ("template_random", ("Random Prompt", (62.1, 69.5, 81.6, 86.1))),
+    ("template_a", ("Attribute Prompt a", (62.6, 69.8, 82.4, 86.2))),
+    ("template_b", ("Attribute Prompt b", (63.0, 70.5, 82.0, 86.5))),
+    ("template_c", ("Attribute Prompt c", (62.8, 69.9, 82.6, 86.1))),
+    ("template_d", ("Attribute Prompt d", (63.2, 70.4, 82.4, 86.4))),
+])
+TABLE6 = OrderedDict([
+    ("threshold_p50", ("P50", (61.9, 69.9, 82.7, 86.0))),
+    ("threshold_p75", ("P75", (62.5, 70.6, 82.5, 86.3))),
+    ("threshold_p90", ("P90", (62.8, 70.5, 82.3, 86.0))),
+    ("threshold_otsu", ("Otsu", (63.2, 70.4, 82.4, 86.4))),
+    ("threshold_none", ("None (no mask; not in the paper)", None)),
+])
+CHOICES = OrderedDict([
+    ("at_ap", "defaults: V detached in L_attrA, E_A frozen in stage 2"),
+    ("align_grad", "V also receives L_attrA's gradient in stage 1 (`MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS True`)"),
+    ("train_in_guide", "E_A keeps training in stage 2 (`MODEL.ATTR.TRAIN_IN_GUIDE True`)"),
+])
+GROUPS = {
+    "table4": list(TABLE4),
+    "table5": list(TABLE5),
+    "table6": list(TABLE6),
+    "choices": list(CHOICES),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--preset", default="small", help="synthetic data preset: tiny (tests), small, large")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every run")
+    parser.add_argument("--runs", default="table4", help="comma-separated run names, patterns or groups")
+    parser.add_argument("--data-root", default=None,
+                        help="DATASETS.ROOT holding SyntheticOccluded of the preset (default datasets/synthetic_<preset>); "
+                             "generated (data seed 0) when missing")
+    parser.add_argument("--output", default=None, help="runs and results files (default logs/ablations/<preset>)")
+    parser.add_argument("--results-md", default="docs/RESULTS.md", help="markdown file whose marked sections are rendered")
+    parser.add_argument("--figure", default=None,
+                        help="PNG of the table-4 rows (default docs/figures/ablation_table4_<preset>.png)")
+    parser.add_argument("--no-render", action="store_true", help="do not touch the markdown file or the figure")
+    parser.add_argument("--render-only", action="store_true", help="only render the results already there")
+    parser.add_argument("--dry-run", action="store_true", help="check everything and print the commands; train nothing")
+    parser.add_argument("--keep-going", action="store_true", help="after a failed run, go on with the others")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run (e.g. the budget)")
+    args = parser.parse_args(argv)
+    if len(args.opts) % 2:
+        parser.error(f"overrides come in KEY VALUE pairs, got {args.opts}")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    args.data_root = args.data_root or os.path.join("datasets", f"synthetic_{args.preset}")
+    args.output = args.output or os.path.join("logs", "ablations", args.preset)
+    args.figure = args.figure or os.path.join("docs", "figures", f"ablation_table4_{args.preset}.png")
+    return args
+
+
+# ------------------------------------------------------------------------------ runs and configs
+def available_runs() -> List[str]:
+    """Names of the ablation leaves (file names without ``.yml``), sorted."""
+    return sorted(os.path.splitext(os.path.basename(p))[0]
+                  for p in glob.glob(os.path.join(ex.REPO, LEAF_DIR, "*.yml")))
+
+
+def resolve_runs(spec: str) -> List[str]:
+    """Run names from a comma-separated list of names, patterns and groups, in order, once each.
+
+    Raises:
+        SystemExit: naming an unknown run (and listing the known ones).
+    """
+    known = available_runs()
+    everything = GROUPS["table4"] + [r for group in ("table5", "table6", "choices") for r in GROUPS[group]]
+    everything += [r for r in known if r not in everything]
+    runs: List[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            matched = everything
+        elif item in GROUPS:
+            matched = GROUPS[item]
+        elif any(ch in item for ch in "*?["):
+            matched = [r for r in everything if fnmatch.fnmatchcase(r, item)]
+        else:
+            matched = [item]
+        missing = [r for r in matched if r not in known]
+        if missing or not matched:
+            raise SystemExit(
+                f"tools/ablate.py: unknown run {(missing or [item])[0]!r} (no {LEAF_DIR}/{(missing or [item])[0]}.yml). "
+                f"Known runs: {', '.join(known)}; groups: {', '.join(GROUPS)}, all.")
+        runs.extend(r for r in matched if r not in runs)
+    if not runs:
+        raise SystemExit("tools/ablate.py: --runs names no run.")
+    return runs
+
+
+def leaf_file(run: str) -> str:
+    """The config leaf of ``run``, relative to the repository root."""
+    return os.path.join(LEAF_DIR, f"{run}.yml")
+
+
+def run_opts(args) -> List[str]:
+    """Overrides of every run: the user's, then the data root."""
+    return list(args.opts) + ["DATASETS.ROOT", args.data_root]
+
+
+def resolve_config(run: str, opts: Sequence[str]):
+    """The resolved config of ``run`` with ``opts``; stops naming a missing pretrained CLIP file."""
+    import agreid
+
+    cfg = agreid.get_agreid_cfg(ex.repo_path(leaf_file(run)), list(opts))
+    weights = str(cfg.MODEL.BACKBONE.PRETRAIN_PATH).strip()
+    if weights and not os.path.isfile(ex.repo_path(weights)):
+        raise SystemExit(
+            f"tools/ablate.py: run {run!r}: MODEL.BACKBONE.PRETRAIN_PATH {weights} does not exist "
+            f"(the SynthCLIP weights: make them with tools/pretrain_clip.py, or override the key).")
+    return cfg
+
+
+def seed_supported() -> bool:
+    """Whether the config has a ``SEED`` key that train_net.py applies."""
+    import agreid
+
+    return "SEED" in agreid.get_agreid_cfg()
+
+
+def results_path(output: str, run: str, seed: int) -> str:
+    return os.path.join(output, "results", run, f"seed{seed}.json")
+
+
+def run_dir(output: str, run: str, seed: int) -> str:
+    return os.path.join(output, "runs", run, f"seed{seed}")
+
+
+def load_results(output: str) -> Dict[str, Dict[int, dict]]:
+    """Every results file under ``output``: ``{run: {seed: record}}``."""
+    found: Dict[str, Dict[int, dict]] = {}
+    for path in sorted(glob.glob(os.path.join(ex.repo_path(output), "results", "*", "seed*.json"))):
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        found.setdefault(record["run"], {})[int(record["seed"])] = record
+    return found
+
+
+def _metrics_from_log(log_path: str) -> Dict[str, float]:
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        tables = ex.parse_eval_tables(f.read())
+    if TEST_SET not in tables:
+        raise RuntimeError(f"{log_path}: no evaluation table for {TEST_SET}")
+    return tables[TEST_SET]
+
+
+# ---------------------------------------------------------------------------------- training
+def run_one(args, run: str, seed: int, cfg, fingerprint: str, results: Dict[str, Dict[int, dict]],
+            with_seed: bool, invocation: str) -> Tuple[Optional[dict], bool]:
+    """Train and evaluate ``run`` with ``seed`` (or reuse an identical run); write its results file.
+
+    Returns:
+        The results record (None after a failure or in a dry run) and whether it is new.
+    """
+    out_file = ex.repo_path(results_path(args.output, run, seed))
+    done = results.get(run, {}).get(seed)
+    if done is not None:
+        if done["fingerprint"] != fingerprint:
+            raise SystemExit(
+                f"tools/ablate.py: {out_file} was measured with another config (fingerprint "
+                f"{done['fingerprint']}, now {fingerprint}: other overrides or a changed leaf). "
+                f"Use another --output, or delete that file to measure again.")
+        print(f"[ablate] {run} seed {seed}: done ({done['metrics']['mAP']:.2f} mAP), skipped")
+        return done, False
+    twin = next((other for other, seeds in results.items()
+                 if other != run and seed in seeds and seeds[seed]["fingerprint"] == fingerprint
+                 and "same_as" not in seeds[seed]), None)
+    if twin is not None:
+        record = dict(results[twin][seed], run=run, leaf=leaf_file(run), same_as=twin)
+        print(f"[ablate] {run} seed {seed}: same config as {twin}, result shared")
+        if args.dry_run:
+            return record, False
+        ex.write_json(out_file, record)
+        return record, True
+
+    if args.dry_run:
+        twin = args.planned.get((fingerprint, seed))
+        if twin is not None:
+            print(f"[ablate] {run} seed {seed}: same config as {twin}, would share its result")
+            return None, False
+        args.planned[(fingerprint, seed)] = run
+    output_dir = run_dir(args.output, run, seed)
+    resume = ex.has_checkpoint(ex.repo_path(output_dir))
+    opts = run_opts(args) + (["SEED", str(seed)] if with_seed else [])
+    cmd = ex.train_command(leaf_file(run), output_dir, opts, resume=resume)
+    print(f"[ablate] {run} seed {seed}: {'resume' if resume else 'train'}: {' '.join(cmd[1:])}")
+    if args.dry_run:
+        return None, False
+    start = time.time()
+    stdout_log = os.path.join(ex.repo_path(output_dir), "stdout.txt")
+    status = ex.run_logged(cmd, stdout_log)
+    seconds = time.time() - start
+    if status != 0:
+        message = (f"[ablate] {run} seed {seed} failed (exit {status}); its output: {stdout_log}\n"
+                   + ex.tail(stdout_log, 15))
+        if args.keep_going:
+            print(message, file=sys.stderr)
+            return None, False
+        raise SystemExit(message)
+    metrics = _metrics_from_log(os.path.join(ex.repo_path(output_dir), "log.txt"))
+    record = {
+        "run": run, "seed": seed, "leaf": leaf_file(run), "preset": args.preset,
+        "data_root": args.data_root, "overrides": list(args.opts), "fingerprint": fingerprint,
+        "seed_applied": with_seed, "metrics": metrics, "seconds": round(seconds, 1), "resumed": resume,
+        "output_dir": output_dir, "command": cmd[1:], "invocation": invocation,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": ex.machine(),
+    }
+    ex.write_json(out_file, record)
+    print(f"[ablate] {run} seed {seed}: mAP {metrics['mAP']:.2f}, Rank-1 {metrics['Rank-1']:.2f} "
+          f"in {seconds / 60:.1f} min")
+    return record, True
+
+
+def prepare_data(args) -> None:
+    """Make sure the synthetic data of ``--preset`` is under ``--data-root`` (generate it if missing)."""
+    from agreid.data import synthetic
+
+    if args.preset not in synthetic.PRESETS:
+        raise SystemExit(f"tools/ablate.py: unknown --preset {args.preset!r}; choose from {sorted(synthetic.PRESETS)}")
+    dataset_dir = os.path.join(ex.repo_path(args.data_root), synthetic.DATASET_DIR)
+    if synthetic.is_complete(dataset_dir):
+        with open(os.path.join(dataset_dir, synthetic.MARKER_FILE), encoding="utf-8") as f:
+            preset = json.load(f).get("preset")
+        if preset != args.preset:
+            raise SystemExit(f"tools/ablate.py: {dataset_dir} holds preset {preset!r}, not {args.preset!r}: "
+                             f"give another --data-root.")
+        return
+    if args.dry_run:
+        print(f"[ablate] would generate the {args.preset} synthetic data in {dataset_dir}")
+        return
+    print(f"[ablate] generating the {args.preset} synthetic data in {dataset_dir}")
+    synthetic.generate(ex.repo_path(args.data_root), preset=args.preset, seed=0)
+
+
+# --------------------------------------------------------------------------------- rendering
+def _cells(records: Sequence[dict]) -> List[str]:
+    return [ex.format_mean_std([r["metrics"][m] for r in records]) for m in ex.METRICS]
+
+
+def _paper(values) -> str:
+    return "–" if values is None else " / ".join(f"{v:.1f}" for v in values)
+
+
+def _records(results, run) -> List[dict]:
+    return [results[run][s] for s in sorted(results.get(run, {}))]
+
+
+def _table(results, rows, first_headers: List[str]) -> List[str]:
+    headers = first_headers + ["mAP", "R@1", "R@5", "R@10", "seeds", "the paper's Occ-Duke (mAP / R@1 / R@5 / R@10)"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for run, first_cells, paper in rows:
+        records = _records(results, run)
+        cells = _cells(records) if records else ["not run"] + [""] * 3
+        lines.append("| " + " | ".join(list(first_cells) + cells + [str(len(records)), _paper(paper)]) + " |")
+    return lines
+
+
+def _provenance(results, runs: Sequence[str]) -> str:
+    records = [r for run in runs for r in _records(results, run)]
+    if not records:
+        return ""
+    # A shared result (identical configs) was trained once: count it once.
+    trained = {(r["fingerprint"], r["seed"]): r for r in records}.values()
+    invocations = sorted({r.get("invocation", "") for r in records} - {""})
+    seeds = sorted({r["seed"] for r in records})
+    minutes = sum(r["seconds"] for r in trained) / 60
+    machine = records[0].get("machine", {})
+    lines = [
+        f"Synthetic preset `{records[0]['preset']}`, seeds {', '.join(map(str, seeds))}"
+        + ("" if all(r["seed_applied"] for r in records) else " (SEED not applied: repeats differ by chance only)")
+        + f"; training + evaluation {minutes:.1f} min for {len(trained)} trained runs "
+        f"({minutes / len(trained):.1f} min a run) on {machine.get('cpu_count', '?')} CPU cores"
+        + (f" and {machine['cuda_devices']} GPU(s)" if machine.get("cuda_devices") else "") + ".",
+        "Measured with " + "; ".join(f"`{i}`" for i in invocations) + ".",
+        "Mean ± sample standard deviation over seeds, in percent (one seed: its value).",
+    ]
+    return "\n".join(lines)
+
+
+def render_sections(results, figure_rel: Optional[str]) -> Dict[str, str]:
+    """The markdown of every table that has at least one measured row."""
+    sections = {}
+    if any(run in results for run in TABLE4):
+        rows = [(run, marks, paper) for run, (marks, paper) in TABLE4.items()]
+        body = ["**Table 4 on synthetic data: dual guidance** (AT: attribute template; AP: pseudo-label guidance).", "",
+                _provenance(results, list(TABLE4)), ""] + _table(results, rows, ["Baseline", "AT", "AP"])
+        if figure_rel:
+            body += ["", f"![table-4 rows, mean and standard deviation over seeds]({figure_rel})"]
+        sections["ablate:table4"] = "\n".join(body)
+    if any(run in results for run in TABLE5):
+        rows = [(run, (label,), paper) for run, (label, paper) in TABLE5.items()]
+        sections["ablate:table5"] = "\n".join(
+            ["**Table 5 on synthetic data: prompt templates.**", "", _provenance(results, list(TABLE5)), ""]
+            + _table(results, rows, ["Template"]))
+    if any(run in results for run in TABLE6):
+        rows = [(run, (label,), paper) for run, (label, paper) in TABLE6.items()]
+        sections["ablate:table6"] = "\n".join(
+            ["**Table 6 on synthetic data: noise-mask threshold.**", "", _provenance(results, list(TABLE6)), ""]
+            + _table(results, rows, ["Threshold"]))
+    extra = [run for run in results if run not in TABLE4 and run not in TABLE5 and run not in TABLE6
+             and run not in CHOICES]
+    choice_runs = [r for r in CHOICES if r != "at_ap"] + extra
+    if any(run in results for run in choice_runs):
+        rows = [(run, (CHOICES.get(run, f"`{leaf_file(run)}`"),), None) for run in list(CHOICES) + extra]
+        sections["ablate:choices"] = "\n".join(
+            ["**The open choices** (not in the paper).", "", _provenance(results, list(CHOICES) + extra), ""]
+            + _table(results, rows, ["Variant"]))
+    return sections
+
+
+def plot_table4(results, path: str) -> bool:
+    """Bar chart of the table-4 rows (mean over seeds, error bars: standard deviation, dots: seeds)."""
+    runs = [run for run in TABLE4 if run in results]
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"baseline": "Baseline", "at": "+ AT", "ap": "+ AP", "at_ap": "+ AT + AP"}
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    for i, run in enumerate(runs):
+        records = _records(results, run)
+        for j, metric in enumerate(ex.METRICS):
+            values = [r["metrics"][metric] for r in records]
+            mean, std = ex.mean_std(values)
+            x = j + (i - (len(runs) - 1) / 2) * width
+            ax.bar(x, mean, width * 0.9, yerr=std if len(values) > 1 else None, capsize=3,
+                   color=f"C{i}", label=f"{labels.get(run, run)} (n={len(values)})" if j == 0 else None)
+            ax.scatter([x] * len(values), values, s=8, color="black", zorder=3)
+    ax.set_xticks(range(len(ex.METRICS)))
+    ax.set_xticklabels(["mAP", "Rank-1", "Rank-5", "Rank-10"])
+    ax.set_ylabel("%")
+    ax.set_title(f"Table-4 rows on synthetic data ({records[0]['preset']} preset)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def render(args) -> None:
+    """Write the marked sections of ``--results-md`` and the table-4 figure from the results files."""
+    results = load_results(args.output)
+    if not results:
+        print(f"[ablate] no results under {args.output} yet: nothing to render")
+        return
+    md_path = ex.repo_path(args.results_md)
+    figure = ex.repo_path(args.figure)
+    figure_rel = None
+    if plot_table4(results, figure):
+        figure_rel = os.path.relpath(figure, os.path.dirname(os.path.abspath(md_path)))
+    sections = render_sections(results, figure_rel)
+    ex.update_markdown(md_path, sections)
+    print(f"[ablate] rendered {', '.join(sections)} into {args.results_md}")
+
+
+# -------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    invocation = "python tools/ablate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.render_only:
+        render(args)
+        return 0
+    runs = resolve_runs(args.runs)
+    configs = {run: resolve_config(run, run_opts(args)) for run in runs}
+    prepare_data(args)
+    fingerprints = {run: ex.config_fingerprint(cfg) for run, cfg in configs.items()}
+    with_seed = seed_supported()
+    if not with_seed:
+        print("[ablate] warning: the config has no SEED key: seeds only name repeats (not reproducible)",
+              file=sys.stderr)
+    failed = 0
+    args.planned = {}  # dry run: (fingerprint, seed) -> the run that would train it
+    for seed in range(args.seeds):
+        for run in runs:
+            results = load_results(args.output)
+            record, new = run_one(args, run, seed, configs[run], fingerprints[run], results, with_seed,
+                                  invocation)
+            if record is None and not args.dry_run:
+                failed += 1
+            elif new and not args.no_render:
+                # After every new result, so an interrupted sitting still leaves its tables.
+                render(args)
+    if args.dry_run:
+        print(f"[ablate] dry run: {len(args.planned)} trainings to run")
+    elif not args.no_render and not failed:
+        render(args)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
