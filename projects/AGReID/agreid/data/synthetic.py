@@ -59,7 +59,10 @@ ATTRIBUTES_FILE = "attributes.json"
 OCCLUSION_FILE = "occlusion.json"
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 # Seed streams: one per split for the per-image generators, and the non-image ones.
-_STREAM = {"train": 1, "query": 2, "gallery": 3, "identity": 10, "plan": 11, "camera": 12}
+_STREAM = {"train": 1, "query": 2, "gallery": 3, "identity": 10, "plan": 11, "camera": 12,
+           # The caption corpus (agreid.data.captions) draws from streams of its own.
+           "caption_train": 21, "caption_val": 22, "caption_identity": 23, "caption_plan": 24,
+           "caption_camera": 25, "caption_text": 26}
 
 IMAGE_HEIGHT = 128
 IMAGE_WIDTH = 64
@@ -219,11 +222,11 @@ def _make_identities(preset: SyntheticPreset, seed: int) -> Tuple[Dict[int, Dict
     return identities, hard_pairs
 
 
-def _make_cameras(num_cameras: int, seed: int) -> Dict[int, Dict[str, Any]]:
+def _make_cameras(num_cameras: int, seed: int, stream: str = "camera") -> Dict[int, Dict[str, Any]]:
     """Per camera: colour cast, brightness, blur, person scale, noise and a background picture."""
     cameras = {}
     for camid in range(1, num_cameras + 1):
-        rng = np.random.default_rng([seed, _STREAM["camera"], camid])
+        rng = np.random.default_rng([seed, _STREAM[stream], camid])
         cameras[camid] = {
             "cast": rng.uniform(0.86, 1.14, 3),
             "brightness": float(rng.uniform(0.8, 1.15)),
@@ -640,6 +643,29 @@ def _init_worker(context: Dict[str, Any]) -> None:
     _WORKER_CONTEXT.update(context)
 
 
+def render_images(items: List[Dict[str, Any]], context: Dict[str, Any],
+                  num_workers: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+    """Draw and write every planned image; returns ``{name: occlusion record}``.
+
+    Args:
+        items: planned images (``split``, ``index``, ``pid``, ``camid``, ``occluded``, ``name``).
+        context: ``seed``, ``identities`` (pid -> attributes and appearance), ``cameras`` and
+            ``dataset_dir`` (where the names are written).
+        num_workers: drawing processes; by default one per CPU (at most 8) above 3,000 images,
+            else one. The output does not depend on it.
+    """
+    if num_workers is None:
+        num_workers = min(os.cpu_count() or 1, 8) if len(items) > 3000 else 1
+    try:
+        if num_workers > 1:
+            with multiprocessing.get_context("fork").Pool(num_workers, _init_worker, (context,)) as pool:
+                return dict(pool.imap_unordered(_render_image, items, chunksize=64))
+        _init_worker(context)
+        return dict(_render_image(item) for item in items)
+    finally:
+        _WORKER_CONTEXT.clear()
+
+
 def _render_image(item: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """Draw, write and describe one planned image; seeded by (seed, split, index) only."""
     context = _WORKER_CONTEXT
@@ -755,17 +781,8 @@ def generate(root: PathLike, preset: str = "tiny", seed: int = 0, overwrite: boo
         items = [item for split in ("train", "query", "gallery") for item in plan[split]]
         context = {"seed": seed, "identities": identities, "cameras": _make_cameras(config.num_cameras, seed),
                    "dataset_dir": str(work_dir)}
-        if num_workers is None:
-            num_workers = min(os.cpu_count() or 1, 8) if len(items) > 3000 else 1
-        logger.info("Drawing %d synthetic images (preset %s, seed %d) with %d process(es)",
-                    len(items), preset, seed, num_workers)
-        if num_workers > 1:
-            with multiprocessing.get_context("fork").Pool(num_workers, _init_worker, (context,)) as pool:
-                records = dict(pool.imap_unordered(_render_image, items, chunksize=64))
-        else:
-            _init_worker(context)
-            records = dict(_render_image(item) for item in items)
-        _WORKER_CONTEXT.clear()
+        logger.info("Drawing %d synthetic images (preset %s, seed %d)", len(items), preset, seed)
+        records = render_images(items, context, num_workers)
 
         _write_json(work_dir / ATTRIBUTES_FILE, {
             "schema": ATTRIBUTE_SCHEMA,
