@@ -98,6 +98,10 @@ def add_agreid_config(cfg: CN) -> None:
     _C.DATASETS.BAD_IMAGES = "error"
     # Root of the datasets; "" = $FASTREID_DATASETS or "datasets" (fastreid's convention).
     _C.DATASETS.ROOT = ""
+    # Datasets of your own without code, ReIDFolder and ReIDList: DATASETS.FOLDER.*, DATASETS.LIST.*.
+    from .data.custom import add_custom_data_config
+
+    add_custom_data_config(_C)
 
     # ------------------------------------------------------------- reliability
     # Seed of every random generator (python, numpy, torch; each process adds its rank).
@@ -120,6 +124,9 @@ def get_agreid_cfg(config_file: str = "", opts=()) -> CN:
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    from .data.custom import apply_no_camera_rule
+
+    apply_no_camera_rule(cfg)
     return cfg
 
 
