@@ -100,7 +100,8 @@ def create_clip(model_name: str, *, pretrained: str = "", checkpoint_path: str =
         ValueError: for an unknown tag, or a file that holds none of the model's weights.
     """
     if checkpoint_path:
-        if pretrained:
+        # "none" beside a file is how a config keeps random init one override away.
+        if pretrained and pretrained.lower() != RANDOM_INIT:
             logger.warning(
                 "MODEL.BACKBONE.PRETRAIN_PATH %s is set: ignoring MODEL.BACKBONE.PRETRAIN %r.",
                 checkpoint_path, pretrained,
@@ -203,6 +204,13 @@ def _how_to_get_weights(model_name: str) -> str:
             f"place it on this machine and set MODEL.BACKBONE.PRETRAIN_PATH /path/to/{file_name}; "
             "or set MODEL.BACKBONE.PRETRAIN openai where the internet is reachable; "
             "MODEL.BACKBONE.PRETRAIN none gives random weights (tests and demo only)."
+        )
+    if (MODEL_CONFIG_DIR / f"{model_name}.json").is_file():
+        return (
+            f"{model_name!r} is AG-ReID's own model, pretrained offline on the synthetic caption corpus "
+            "(SynthCLIP): make it with `make synthclip` (tools/make_synthetic.py --preset pretrain, then "
+            "tools/pretrain_clip.py --output FILE) and point MODEL.BACKBONE.PRETRAIN_PATH at the file; "
+            "MODEL.BACKBONE.PRETRAIN_PATH \"\" with MODEL.BACKBONE.PRETRAIN none gives random weights."
         )
     return (
         f"{model_name!r} has no public OpenAI weights: set MODEL.BACKBONE.PRETRAIN_PATH to a "
