@@ -2,38 +2,102 @@
 """Train and evaluate AG-ReID (or any fastreid model) with fastreid's command-line flags.
 
     python tools/train_net.py --config-file configs/OccDuke/agreid.yml [KEY VALUE ...]
-    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+    python tools/train_net.py --config-file configs/OccDuke/agreid.yml --eval-only MODEL.WEIGHTS model_final.pth
     python tools/train_net.py --config-file ... --num-gpus 4
     torchrun --nproc_per_node 4 tools/train_net.py --config-file ...
+
+A mistake in the config, the data or the checkpoint ends the run with one line
+``error: ...`` on stderr and exit status 2, before any work starts (set AGREID_TRACEBACK=1
+to see the traceback). Errors during training keep their traceback.
 """
+import atexit
+import logging
+import os
+import sys
+
 import agreid
+from agreid.data.datasets import BadImageError, DatasetLayoutError
 from agreid.engine import AGReIDTrainer, launch
+from agreid.engine.checkpoint import CheckpointMismatchError
+from agreid.engine.run_guard import OutputDirError, OutputDirLock, resolve_seed, seed_everything
+from agreid.modeling.clip_loader import CLIPWeightsNotFoundError
+from agreid.serialization import CheckpointFileError
 from fastreid.engine import default_argument_parser, default_setup
 from fastreid.utils import comm
 from fastreid.utils.logger import setup_logger
 
+# Raised for the user's input wherever they happen: no traceback.
+USER_ERRORS = (OutputDirError, CheckpointFileError, CheckpointMismatchError, BadImageError,
+               DatasetLayoutError, CLIPWeightsNotFoundError, FileNotFoundError)
+# Raised while the config is read or the model and data are built: the config's values
+# (unknown key, wrong type, a template without X, a bad threshold name, ...).
+BUILD_ERRORS = (KeyError, ValueError, AssertionError, TypeError)
+
+
+class UserError(Exception):
+    """A mistake in the user's config, data or files; its message says what to change."""
+
 
 def setup(args):
-    """Create the config from fastreid's defaults, AG-ReID's keys, the file and the command line."""
-    cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
+    """Config from fastreid's defaults, AG-ReID's keys, the file and the command line; seed,
+    output-folder lock and logs."""
+    try:
+        cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
+    except FileNotFoundError as error:
+        raise UserError(f"config file: {error}") from error
+    except BUILD_ERRORS as error:
+        raise UserError(f"config {args.config_file or '(defaults)'}: {_message(error)}") from error
+    resolve_seed(cfg)  # SEED -1: a fresh seed, recorded in config.yaml
     cfg.freeze()
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
+        atexit.register(lock.release)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="agreid")
+    # After default_setup, which seeds every generator at random.
+    seed_everything(cfg.SEED, comm.get_rank(), cfg.DETERMINISTIC)
     return cfg
 
 
 def main(args):
+    """One process of the run: evaluate MODEL.WEIGHTS, or train (and evaluate)."""
     cfg = setup(args)
+    try:
+        if args.eval_only:
+            model = AGReIDTrainer.build_trained_model(cfg)
+        else:
+            trainer = AGReIDTrainer(cfg)
+            trainer.resume_or_load(resume=args.resume)
+    except USER_ERRORS:
+        raise
+    except BUILD_ERRORS as error:
+        raise UserError(_message(error)) from error
     if args.eval_only:
-        model = AGReIDTrainer.build_trained_model(cfg)
         return AGReIDTrainer.test(cfg, model)
-    trainer = AGReIDTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def _message(error: BaseException) -> str:
+    # KeyError's str() is the repr of its argument; the others read as they are.
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return str(text)
+
+
+def run(args) -> int:
+    """Launch :func:`main`; the user's mistakes become one line on stderr and status 2."""
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (UserError, *USER_ERRORS) as error:
+        if os.environ.get("AGREID_TRACEBACK"):
+            raise
+        logging.getLogger("agreid").debug("user error", exc_info=True)
+        print(f"error: {_message(error)}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    sys.exit(run(args))

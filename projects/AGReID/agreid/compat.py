@@ -233,12 +233,16 @@ def _fix_random_affine() -> None:
 
 
 def _fix_checkpoint_weights_only() -> None:
-    """``torch.load`` defaults to ``weights_only=True`` since torch 2.6; fastreid's checkpoints
-    hold more than tensors (iteration, scheduler, phase)."""
+    """fastreid's checkpointer calls ``torch.load`` with the default of the installed torch
+    (``weights_only=False`` before 2.6, or under ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``): a
+    pickle checkpoint could then execute code. Every fastreid checkpointer now reads files
+    through :func:`agreid.serialization.load_checkpoint_file`, which never does."""
     from fastreid.utils import checkpoint
 
+    from .serialization import load_checkpoint_file
+
     def _load_file(self, f: str):
-        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+        return load_checkpoint_file(f)
 
     checkpoint.Checkpointer._load_file = _load_file
 

@@ -1,11 +1,11 @@
 """AG-ReID's image encoder alone, for deployment: no text encoder, prompts or attribute encoder.
 
-Inference needs the image encoder only (SPEC section 1). :class:`DeployedImageEncoder` holds
+Inference needs the image encoder only (docs/METHOD.md). :class:`DeployedImageEncoder` holds
 the CLIP image encoder (OLP, SIE), the BNNecks when ``MODEL.HEADS.NECK_FEAT`` is ``after``, and
 the pixel normalisation; its output is AGReID's eval-mode test feature.
 
 :func:`build_deployed_encoder` builds it from a full training checkpoint (with the config it
-was trained with) or from an exported ``image_encoder.pth`` (no config needed), and only ever
+was trained with) or from an exported ``image_encoder.safetensors`` (no config needed), and only ever
 builds CLIP's vision tower. The exported file holds the weights and the few settings needed to
 rebuild the encoder (:class:`EncoderSettings`); ``tools/export_image_encoder.py`` writes it.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import os
-import pickle
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -26,6 +26,7 @@ from open_clip.model import _build_vision_tower
 from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
+from ..serialization import is_safetensors_file, load_checkpoint_file, safetensors_metadata
 from .clip_backbone import CLIPImageEncoder
 from .clip_loader import RANDOM_INIT, _is_torchscript
 from .meta_arch import _DEPLOYED_MODULES, AGReID
@@ -34,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 # Marks an exported encoder file; the version changes when its layout does.
 EXPORT_FORMAT = "agreid-image-encoder"
-EXPORT_VERSION = 1
+# 2: safetensors with the settings as JSON metadata; 1: a torch.save dict (still read).
+EXPORT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +96,7 @@ class EncoderSettings:
         )
 
     def to_dict(self) -> dict:
-        """Plain Python values (``torch.load(weights_only=True)`` reads them back)."""
+        """Plain Python values (JSON-serialisable)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -230,7 +233,7 @@ def build_image_encoder(settings: EncoderSettings) -> DeployedImageEncoder:
 
 
 def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Optional[bool] = None) -> DeployedImageEncoder:
-    """The deployed encoder of a training checkpoint or of an exported ``image_encoder.pth``.
+    """The deployed encoder of a training checkpoint or of an exported ``image_encoder.safetensors``.
 
     Args:
         cfg: the config the model was trained with; needed for a training checkpoint, ignored
@@ -245,9 +248,9 @@ def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Opti
     """
     checkpoint = _load_file(weights_path)
     if isinstance(checkpoint, dict) and checkpoint.get("format") == EXPORT_FORMAT:
-        if checkpoint.get("version") != EXPORT_VERSION:
+        if checkpoint.get("version") not in _READABLE_VERSIONS:
             raise ValueError(f"{weights_path}: exported encoder version {checkpoint.get('version')}, "
-                             f"this code reads version {EXPORT_VERSION}.")
+                             f"this code reads versions {_READABLE_VERSIONS}.")
         settings = EncoderSettings.from_dict(checkpoint["settings"])
         state_dict = checkpoint["state_dict"]
     else:
@@ -277,13 +280,24 @@ def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Opti
 
 
 def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
-    """Write ``encoder``'s weights and settings to ``path`` (read by :func:`build_deployed_encoder`)."""
+    """Write ``encoder``'s weights and settings to ``path`` as safetensors (read by
+    :func:`build_deployed_encoder`): tensors plus a JSON text of :class:`EncoderSettings` in
+    the header's metadata, nothing that could run code when read."""
     if encoder.settings is None:
         raise ValueError("This encoder has no settings: build it with build_deployed_encoder, or "
                          "DeployedImageEncoder.from_agreid(model, EncoderSettings.from_config(cfg, ...)).")
-    state_dict = {name: tensor.detach().cpu() for name, tensor in encoder.state_dict().items()}
-    torch.save({"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                "settings": encoder.settings.to_dict(), "state_dict": state_dict}, path)
+    from safetensors.torch import save_file
+
+    state_dict = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in encoder.state_dict().items()}
+    metadata = {"format": EXPORT_FORMAT, "version": str(EXPORT_VERSION),
+                "settings": json.dumps(encoder.settings.to_dict(), sort_keys=True)}
+    tmp_path = f"{path}.tmp"
+    try:
+        save_file(state_dict, tmp_path, metadata=metadata)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
 
 
 def trace_deployed_encoder(encoder: DeployedImageEncoder, batch_size: int = 2,
@@ -323,25 +337,25 @@ def count_values(state_dict: Dict[str, Tensor]) -> int:
 
 
 def _load_file(path: str):
-    """``torch.load`` a checkpoint on the CPU, with errors that name the file."""
+    """Read a checkpoint or an export on the CPU without executing code, with errors that name the file."""
     if not path:
         raise ValueError("No weights file given: pass a training checkpoint (model_final.pth) or an "
-                         "exported image_encoder.pth.")
+                         "exported image_encoder.safetensors.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Weights file {path!r} not found: pass a training checkpoint "
-                                "(e.g. OUTPUT_DIR/model_final.pth) or an exported image_encoder.pth.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # fastreid's training checkpoints may hold non-tensor objects (e.g. numpy metrics);
-        # they are the user's own files.
-        pass
-    except Exception as error:  # torch raises several types for a file that is no checkpoint
-        raise ValueError(f"{path} is not a PyTorch checkpoint: {error}") from error
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise ValueError(f"{path} is not a PyTorch checkpoint: {error}") from error
+                                "(e.g. OUTPUT_DIR/model_final.pth) or an exported image_encoder.safetensors.")
+    # UnsafeCheckpointError and CheckpointFileError are ValueErrors that name the file.
+    checkpoint = load_checkpoint_file(path)
+    if is_safetensors_file(path):
+        metadata = safetensors_metadata(path)
+        if metadata.get("format") == EXPORT_FORMAT:
+            try:
+                settings = json.loads(metadata["settings"])
+                version = int(metadata.get("version", 0))
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"{path}: exported encoder with unreadable settings ({error}).") from error
+            return {"format": EXPORT_FORMAT, "version": version, "settings": settings, "state_dict": checkpoint}
+    return checkpoint
 
 
 def _image_encoder_state(checkpoint, path: str) -> Dict[str, Tensor]:

@@ -1,0 +1,257 @@
+"""Reading and writing checkpoint files: loading never executes code, saving never leaves half a file.
+
+Every checkpoint the project reads (training resume, ``MODEL.WEIGHTS``, ``--eval-only``, the
+tools, the deployed-encoder loader, CLIP weights) goes through :func:`load_checkpoint_file`:
+
+* a safetensors file (recognised by its header, whatever its name) is read with safetensors;
+* anything else with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists,
+  tuples and dicts only. A pickle that names any other Python callable (the way a malicious
+  file runs code, e.g. ``os.system``) is refused with :class:`UnsafeCheckpointError` before
+  that callable is ever looked up.
+
+OpenAI's TorchScript CLIP archive is the one exception, read by ``torch.jit.load`` in
+:mod:`agreid.modeling.clip_loader`.
+
+:func:`save_checkpoint_file` writes through a temporary file that is flushed, fsynced and then
+renamed over the target, so a crash or a full disk leaves the previous file as it was.
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import struct
+from typing import Any, Dict, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CheckpointFileError",
+    "UnsafeCheckpointError",
+    "is_safetensors_file",
+    "load_checkpoint_file",
+    "plain_values",
+    "safetensors_metadata",
+    "save_checkpoint_file",
+]
+
+
+class CheckpointFileError(ValueError):
+    """A file that should hold a checkpoint cannot be read as one (the message names it)."""
+
+
+class UnsafeCheckpointError(CheckpointFileError):
+    """A checkpoint holds code (a reference to a Python callable); it was not loaded."""
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def is_safetensors_file(path: str) -> bool:
+    """Whether ``path`` starts like a safetensors file: an 8-byte header length, then JSON."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (header_length,) = struct.unpack("<Q", head[:8])
+    return 8 + header_length <= size
+
+
+def load_checkpoint_file(path: str) -> Any:
+    """Read a checkpoint without executing anything it contains.
+
+    Args:
+        path: a ``torch.save`` file (zip or legacy format) or a safetensors file.
+
+    Returns:
+        What ``torch.save`` stored (plain containers of tensors and values), or for a
+        safetensors file the dict of its tensors (see :func:`safetensors_metadata`).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        UnsafeCheckpointError: the file holds code (the message names the callable it refers to).
+        CheckpointFileError: the file is no checkpoint, or is truncated.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint {path!r}: no such file")
+    if is_safetensors_file(path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointFileError(f"{path} is not a readable safetensors file: {error}") from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        found = _GLOBAL.search(message)
+        if found:
+            raise UnsafeCheckpointError(
+                f"{path} holds code (a reference to the Python callable '{found.group(1)}'), not only "
+                "tensors and plain values, so it was not loaded: loading it could run that code. "
+                "Load checkpoints only from sources you trust; this project's own checkpoints and "
+                "exported encoders hold tensors and plain values only.") from None
+        raise CheckpointFileError(
+            f"{path} is not a checkpoint that can be read safely (it was not loaded): "
+            f"{_last_line(message)}") from None
+    except Exception as error:  # torch raises several types for a file that is no checkpoint
+        raise CheckpointFileError(
+            f"{path} is not a PyTorch checkpoint, or it is truncated: {type(error).__name__}: "
+            f"{_last_line(str(error))}") from error
+
+
+def safetensors_metadata(path: str) -> Dict[str, str]:
+    """The string metadata stored in a safetensors file's header (empty when there is none)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt", device="cpu") as f:
+        return dict(f.metadata() or {})
+
+
+def plain_values(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays turned into Python numbers/tensors, recursively.
+
+    ``torch.load(weights_only=True)`` refuses numpy objects; fastreid passes evaluation
+    metrics (numpy floats) to the checkpointer.
+    """
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency of torch here
+        return value
+    if isinstance(value, dict):
+        # state_dict() returns an OrderedDict, which weights_only loading accepts: keep it.
+        container = type(value) if type(value) in (dict, collections.OrderedDict) else dict
+        return container((k, plain_values(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [plain_values(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain_values(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open_for_writing(path: str):
+    """The file object a checkpoint is written through (a seam for the full-disk test)."""
+    return open(path, "wb")
+
+
+def save_checkpoint_file(data: Any, path: str) -> None:
+    """``torch.save(data)`` to ``path`` atomically: temporary file, flush, fsync, rename.
+
+    On any failure the temporary file is removed and ``path`` is left as it was.
+
+    Raises:
+        OSError: writing failed; a full disk says "no space left on device" with the path.
+    """
+    path = os.fspath(path)
+    tmp_path = path + ".tmp"
+    try:
+        with _open_for_writing(tmp_path) as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException as error:
+        _remove_quietly(tmp_path)
+        if _is_disk_full(error):
+            raise OSError(errno.ENOSPC,
+                          f"No space left on device while writing the checkpoint {path}; the "
+                          f"partial file was removed and the previous checkpoint is unchanged") from error
+        raise
+    _fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def write_text_atomically(text: str, path: str) -> None:
+    """Write a small text file (e.g. ``last_checkpoint``) through a temporary file and a rename."""
+    tmp_path = path + ".tmp"
+    try:
+        with open(tmp_path, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException as error:
+        _remove_quietly(tmp_path)
+        if _is_disk_full(error):
+            raise OSError(errno.ENOSPC, f"No space left on device while writing {path}; "
+                                        f"it is unchanged") from error
+        raise
+
+
+def all_finite(state_dict: Dict[str, Any]) -> Optional[str]:
+    """The first floating-point entry of ``state_dict`` holding NaN/Inf, or None if all are finite."""
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            if not bool(torch.isfinite(value).all()):
+                return name
+        elif isinstance(value, float) and not math.isfinite(value):
+            return name
+    return None
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable (POSIX); not possible everywhere, so best effort."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_TORCH_ADVICE = ("Weights only load failed", "In PyTorch", "Re-running", "Check the documentation",
+                 "Please file an issue", "(1)", "(2)", "This file can still be loaded")
+
+
+def _last_line(message: str) -> str:
+    """The line of torch's error message that says what is wrong (not its generic advice)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_TORCH_ADVICE)]
+    useful = [line.replace("WeightsUnpickler error:", "").strip() for line in useful]
+    useful = [line for line in useful if line]
+    return (useful or lines or [message])[0]
+
+
+def dumps_settings(settings: Dict[str, Any]) -> str:
+    """JSON text of plain settings, for a safetensors header."""
+    return json.dumps(settings, sort_keys=True)

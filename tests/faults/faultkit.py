@@ -1,0 +1,35 @@
+"""Helpers shared by the fault tests (imported by name: this folder is on sys.path)."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = "configs/Synthetic/agreid.yml"
+# Small images and batches: every run here takes seconds.
+TINY = ["SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",
+        "SOLVER.STAGE1.WARMUP_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.STEPS", "[100]",
+        "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]",
+        "SOLVER.STAGE1.MAX_EPOCH", "1", "SOLVER.MAX_EPOCH", "1",
+        "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.STAGE1.CHECKPOINT_PERIOD", "1",
+        # Random init: the tests cannot rely on pretrained files being present.
+        "MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", ""]
+
+
+class Evil:
+    """Pickles to a call of ``os.system``: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def train_net(*args, timeout=300, env=None):
+    """Run tools/train_net.py; returns the CompletedProcess (no check)."""
+    return subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def tiny_args(dataset_root, out, *extra):
+    return ["--config-file", CONFIG, *TINY, "DATASETS.ROOT", str(dataset_root), "OUTPUT_DIR", str(out), *extra]
