@@ -18,8 +18,10 @@ CONFIG = "configs/Synthetic/agreid.yml"
 STAGE1_EPOCHS, STAGE2_EPOCHS = 16, 10
 FAST = ["SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",
         "SOLVER.STAGE1.WARMUP_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.STEPS", "[100]",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "4",
-        "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]"]
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "4", "SOLVER.STAGE1.CHECKPOINT_PERIOD", "4",
+        "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]",
+        # Random init: the tests cannot rely on a pretrained tiny CLIP being on disk.
+        "MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", ""]
 
 
 def _run(repo_root, args, timeout=600):
@@ -40,7 +42,7 @@ def two_phase_run(tiny_dataset_root, tmp_path_factory):
     """One full two-phase run on the tiny synthetic set (reused by the resume tests)."""
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path_factory.mktemp("two_phase")
-    _run(repo_root, _train_args(tiny_dataset_root, out))
+    _run(repo_root, _train_args(tiny_dataset_root, out, "TEST.EVAL_PERIOD", "4"))
     return out
 
 
@@ -82,6 +84,25 @@ def test_log_cache_checkpoints_and_evaluation(two_phase_run):
     assert final["model"]["text_features"].abs().sum() > 0
 
 
+def test_periods_count_epochs_of_their_phase(two_phase_run):
+    # SOLVER.STAGE1.CHECKPOINT_PERIOD 4 over 16 stage-1 epochs (the last one is model_stage1);
+    # SOLVER.CHECKPOINT_PERIOD 4 and TEST.EVAL_PERIOD 4 over 10 stage-2 epochs, plus the end.
+    names = sorted(p.name for p in two_phase_run.glob("model_*.pth"))
+    assert names == ["model_0003.pth", "model_0007.pth", "model_best.pth", "model_final.pth",
+                     "model_stage1.pth", "model_stage1_0003.pth", "model_stage1_0007.pth",
+                     "model_stage1_0011.pth"]
+    assert _load(two_phase_run / "model_stage1_0007.pth")["epoch"] == 7  # global epochs inside
+    assert _load(two_phase_run / "model_0003.pth")["epoch"] == STAGE1_EPOCHS + 3
+    log = (two_phase_run / "log.txt").read_text()
+    evaluations = [i for i in range(len(log)) if log.startswith("Evaluation results for SyntheticOccluded", i)]
+    assert len(evaluations) == 3  # after stage-2 epochs 4, 8 and 10, none in stage 1
+    assert evaluations[0] > log.index("Entering phase 'guide'")
+    # The periodic ones are in metrics.json (the one at the end comes after the last write).
+    evaluated = [r["iteration"] for r in _metrics(two_phase_run) if "metric" in r]
+    iterations_per_epoch = 4
+    assert evaluated == [(STAGE1_EPOCHS + e) * iterations_per_epoch - 1 for e in (4, 8)]
+
+
 def _resume(repo_root, tiny_dataset_root, two_phase_run, tmp_path, checkpoint):
     out = tmp_path / "resumed"
     shutil.copytree(two_phase_run, out)
@@ -93,7 +114,7 @@ def _resume(repo_root, tiny_dataset_root, two_phase_run, tmp_path, checkpoint):
 
 def test_resume_in_align_phase(repo_root, tiny_dataset_root, two_phase_run, tmp_path):
     epoch = 7
-    out, log = _resume(repo_root, tiny_dataset_root, two_phase_run, tmp_path, f"model_{epoch:04d}.pth")
+    out, log = _resume(repo_root, tiny_dataset_root, two_phase_run, tmp_path, f"model_stage1_{epoch:04d}.pth")
     assert f"Starting training from epoch {epoch + 1}" in log
     assert log.index("Entering phase 'align'") < log.index("Entering phase 'guide'")
     assert "Loading optimizer from" in log
@@ -102,7 +123,7 @@ def test_resume_in_align_phase(repo_root, tiny_dataset_root, two_phase_run, tmp_
 
 def test_resume_in_guide_phase(repo_root, tiny_dataset_root, two_phase_run, tmp_path):
     epoch = STAGE1_EPOCHS + 3
-    out, log = _resume(repo_root, tiny_dataset_root, two_phase_run, tmp_path, f"model_{epoch:04d}.pth")
+    out, log = _resume(repo_root, tiny_dataset_root, two_phase_run, tmp_path, "model_0003.pth")
     assert f"Starting training from epoch {epoch + 1}" in log
     assert "Stage-1 feature cache" not in log  # no stage-1 work when resuming in stage 2
     assert "Entering phase 'guide'" in log

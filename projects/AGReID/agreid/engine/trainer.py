@@ -21,8 +21,9 @@ from ..config import skip_pretrained_weights
 from ..data import verify_images
 from ..phases import ALIGN, GUIDE, PHASES, PhasedModel, PhaseSchedule, check_phase
 from .feature_cache import CachedFeatureLoader, compute_feature_cache
+from .cameras import map_test_cameras, record_train_cameras
 from .checkpoint import AtomicCheckpointer, NonFiniteGuard, PhaseState, resolve_eval_config
-from .hooks import PhaseLRScheduler, PhaseSwitchHook
+from .hooks import PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class AGReIDTrainer(DefaultTrainer):
         # handed to build_train_loader once (a later call, e.g. PreciseBN's, builds its own).
         self._pending_train_set, num_cameras = self.build_train_set(cfg)
         cfg = self.with_train_cameras(cfg, num_cameras)
+        cfg = record_train_cameras(cfg, self._pending_train_set.cams)  # SIE rows, for test time
         # fastreid's __init__ registers hooks before this class has set up its phases: build
         # them once, at the end of this method.
         self._defer_hooks = True
@@ -225,15 +227,31 @@ class AGReIDTrainer(DefaultTrainer):
         return super().build_lr_scheduler(cfg, optimizer, iters_per_epoch)
 
     def build_hooks(self):
-        """fastreid's hooks; with phases, the LR hook is phase-aware and the switch comes first."""
+        """fastreid's hooks; with phases, the switch comes first and the LR, evaluation and
+        checkpoint hooks count epochs within each phase."""
         if self._defer_hooks:
             return []
         ret = [NonFiniteGuard()] + super().build_hooks()
-        if self.has_phases:
-            ret = [h for h in ret if not isinstance(h, hooks.LRScheduler)]
-            ret.insert(0, PhaseSwitchHook(self.schedule))
-            ret.insert(1, PhaseLRScheduler(self.cfg, self.schedule))
-        return ret
+        if not self.has_phases:
+            return ret
+        cfg = self.cfg
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        # Periods count the epochs of the phase they belong to (PhaseEvalHook, PhaseCheckpointHook).
+        phased = []
+        for hook in ret:
+            if isinstance(hook, hooks.LRScheduler):
+                continue
+            if isinstance(hook, hooks.EvalHook):
+                hook = PhaseEvalHook(self.schedule, cfg.TEST.EVAL_PERIOD, test_and_save_results)
+            elif isinstance(hook, hooks.PeriodicCheckpointer):
+                hook = PhaseCheckpointHook(self.checkpointer, self.schedule,
+                                           cfg.SOLVER.STAGE1.CHECKPOINT_PERIOD, cfg.SOLVER.CHECKPOINT_PERIOD)
+            phased.append(hook)
+        return [PhaseSwitchHook(self.schedule), PhaseLRScheduler(cfg, self.schedule), *phased]
 
     @classmethod
     def build_train_set(cls, cfg) -> Tuple[CommDataset, int]:
@@ -277,7 +295,9 @@ class AGReIDTrainer(DefaultTrainer):
         query = verify_images(data.query, cfg.DATASETS.BAD_IMAGES, f"query set of {dataset_name}")
         gallery = verify_images(data.gallery, cfg.DATASETS.BAD_IMAGES,
                                 f"gallery set of {dataset_name}")
-        test_set = CommDataset(query + gallery, build_transforms(cfg, is_train=False), relabel=False)
+        # Test cameras on the training cameras' SIE rows (an unseen one: TEST.UNSEEN_CAMERA).
+        items = map_test_cameras(cfg, dataset_name, getattr(data, "dataset_name", dataset_name), query + gallery)
+        test_set = CommDataset(items, build_transforms(cfg, is_train=False), relabel=False)
         loader, num_query = build_reid_test_loader(
             test_set, cfg.TEST.IMS_PER_BATCH, len(query), num_workers=cfg.DATALOADER.NUM_WORKERS)
         return Progress(loader, f"features {dataset_name}"), num_query
