@@ -11,13 +11,13 @@ A mistake in the config, the data or the checkpoint ends the run with one line
 to see the traceback). Errors during training keep their traceback.
 """
 import atexit
-import logging
 import os
 import sys
 
 import agreid
 from agreid.data.datasets import BadImageError, DatasetLayoutError
 from agreid.engine import AGReIDTrainer, launch
+from agreid.engine.cameras import check_test_cameras
 from agreid.engine.checkpoint import CheckpointMismatchError
 from agreid.engine.run_guard import OutputDirError, OutputDirLock, resolve_seed, seed_everything
 from agreid.modeling.clip_loader import CLIPWeightsNotFoundError
@@ -31,7 +31,10 @@ USER_ERRORS = (OutputDirError, CheckpointFileError, CheckpointMismatchError, Bad
                DatasetLayoutError, CLIPWeightsNotFoundError, FileNotFoundError)
 # Raised while the config is read or the model and data are built: the config's values
 # (unknown key, wrong type, a template without X, a bad threshold name, ...).
-BUILD_ERRORS = (KeyError, ValueError, AssertionError, TypeError)
+BUILD_ERRORS = (KeyError, ValueError, AssertionError)
+
+
+_LOCKS = []  # output-folder locks this process holds
 
 
 class UserError(Exception):
@@ -51,7 +54,8 @@ def setup(args):
     cfg.freeze()
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
-        atexit.register(lock.release)
+        _LOCKS.append(lock)
+        atexit.register(lock.release)  # also when a spawned process ends
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="agreid")
     # After default_setup, which seeds every generator at random.
@@ -67,7 +71,12 @@ def main(args):
             model = AGReIDTrainer.build_trained_model(cfg)
         else:
             trainer = AGReIDTrainer(cfg)
-            trainer.resume_or_load(resume=args.resume)
+            try:
+                check_test_cameras(trainer.cfg)  # an unseen test camera stops here, not after training
+                trainer.resume_or_load(resume=args.resume)
+            except BaseException:
+                trainer._stop_prefetching()  # a live prefetch thread aborts the exit
+                raise
     except USER_ERRORS:
         raise
     except BUILD_ERRORS as error:
@@ -91,9 +100,11 @@ def run(args) -> int:
     except (UserError, *USER_ERRORS) as error:
         if os.environ.get("AGREID_TRACEBACK"):
             raise
-        logging.getLogger("agreid").debug("user error", exc_info=True)
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
+    finally:
+        while _LOCKS:
+            _LOCKS.pop().release()
     return 0
 
 

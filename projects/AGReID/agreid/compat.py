@@ -36,14 +36,24 @@ def _fix_removed_imports() -> None:
             setattr(collections, name, getattr(collections.abc, name))
 
 
+class _PrefetchFailure:
+    """An exception of the prefetch thread, queued for the thread that consumes the batches."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 def _fix_dataloader_without_cuda() -> None:
-    """``DataLoaderX`` creates a CUDA stream and calls ``cuda.set_device``: use neither on CPU."""
+    """``DataLoaderX`` creates a CUDA stream and calls ``cuda.set_device``: use neither on CPU.
+    Its prefetch thread swallowed exceptions (a worker error, a deleted image) and the run
+    hung in ``queue.get``: the consumer now gets the exception and the queue ends."""
     from fastreid.data import data_utils
 
     original_init = data_utils.DataLoaderX.__init__
     original_preload = data_utils.DataLoaderX.preload
     original_next = data_utils.DataLoaderX.__next__
     original_run = data_utils.BackgroundGenerator.run
+    original_next_item = data_utils.BackgroundGenerator.next
 
     @functools.wraps(original_init)
     def __init__(self, local_rank, **kwargs):
@@ -72,18 +82,49 @@ def _fix_dataloader_without_cuda() -> None:
 
     @functools.wraps(original_run)
     def run(self):
-        if torch.cuda.is_available():
-            return original_run(self)
-        for item in self.generator:
-            if self.exit_event.is_set():
-                break
-            self.queue.put(item)
-        self.queue.put(None)
+        # fastreid's thread dies on any exception without a word to the consumer, which then
+        # waits in queue.get forever: hand the exception over, then end the queue.
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.set_device(self.local_rank)
+            for item in self.generator:
+                if self.exit_event.is_set():
+                    break
+                self.queue.put(item)
+        except BaseException as error:  # noqa: B902 - re-raised in the consumer
+            self.queue.put(_PrefetchFailure(error))
+        finally:
+            self.queue.put(None)
+
+    @functools.wraps(original_next_item)
+    def next_item(self):
+        while True:
+            item = self.queue.get()
+            if isinstance(item, _PrefetchFailure):
+                if self.exit_event.is_set():
+                    continue  # shutting down: the consumer no longer wants items
+                raise item.error
+            if item is None:
+                raise StopIteration
+            return item
 
     data_utils.DataLoaderX.__init__ = __init__
     data_utils.DataLoaderX.preload = preload
     data_utils.DataLoaderX.__next__ = __next__
     data_utils.BackgroundGenerator.run = run
+    data_utils.BackgroundGenerator.next = next_item
+
+
+def _fix_image_reading() -> None:
+    """fastreid reads images without a target mode: RGBA/CMYK arrive with 4 channels, palette
+    images as grey palette indices, and 16-bit PNGs raise in the middle of a run. Images are
+    now decoded to RGB exactly as the pre-training check decodes them, and a read error names
+    the file."""
+    from fastreid.data import common
+
+    from .data.datasets import read_image
+
+    common.read_image = read_image
 
 
 def _fix_cython_compile_at_start() -> None:
@@ -247,6 +288,34 @@ def _fix_checkpoint_weights_only() -> None:
     checkpoint.Checkpointer._load_file = _load_file
 
 
+def _fix_nonfinite_loss_message() -> None:
+    """fastreid's ``FloatingPointError`` prints every loss at once; it now names the loss
+    that is NaN/Inf and the iteration, and says what was kept."""
+    import math
+
+    from fastreid.engine import train_loop
+
+    original_write_metrics = train_loop.SimpleTrainer._write_metrics
+
+    @functools.wraps(original_write_metrics)
+    def _write_metrics(self, loss_dict, data_time):
+        try:
+            return original_write_metrics(self, loss_dict, data_time)
+        except FloatingPointError:
+            values = {name: float(value.detach().float().mean()) for name, value in loss_dict.items()}
+            bad = [name for name, value in values.items() if not math.isfinite(value)]
+            good = ", ".join(f"{name} = {values[name]:.4g}" for name in values if name not in bad)
+            raise FloatingPointError(
+                f"Loss became NaN/Inf at iteration {self.iter}: "
+                + ", ".join(f"{name} = {values[name]}" for name in bad)
+                + (f" (finite: {good})" if good else "")
+                + ". Training stopped before the optimizer step; last_checkpoint names the last "
+                "checkpoint whose weights gave a finite loss. Lower the learning rate, or check the "
+                "data, before resuming.") from None
+
+    train_loop.SimpleTrainer._write_metrics = _write_metrics
+
+
 def _fix_eval_period_zero() -> None:
     """``TEST.EVAL_PERIOD 0`` divides by zero at the end; it now means "evaluate at the end only"."""
     from fastreid.engine import hooks
@@ -278,6 +347,7 @@ def _silence_deprecation_noise() -> None:
 FIXES = (
     _fix_removed_imports,
     _fix_dataloader_without_cuda,
+    _fix_image_reading,
     _fix_cython_compile_at_start,
     _fix_contiguous_optimizer,
     _fix_distance_helpers,
@@ -287,6 +357,7 @@ FIXES = (
     _fix_random_affine,
     _fix_checkpoint_weights_only,
     _fix_eval_period_zero,
+    _fix_nonfinite_loss_message,
     _silence_deprecation_noise,
 )
 

@@ -1,4 +1,4 @@
-"""Occluded ReID datasets (SPEC §6) and the synthetic one, in fastreid's ``DATASET_REGISTRY``.
+"""Occluded ReID datasets (docs/METHOD.md) and the synthetic one, in fastreid's ``DATASET_REGISTRY``.
 
 Each class is a fastreid ``ImageDataset`` of ``(img_path, pid, camid)`` items. Training items
 carry dataset-prefixed string ids (fastreid's convention, so datasets can be combined);
@@ -11,11 +11,13 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
-from PIL import Image
+from PIL import Image, ImageOps
 
 logger = logging.getLogger(__name__)
 
@@ -199,10 +201,57 @@ class PartialDuke(_PidFolderDataset):
         super().__init__(train, query, gallery, **kwargs)
 
 
+class ImageReadError(RuntimeError):
+    """An image of a dataset could not be read while training or testing (the message names it)."""
+
+
+# 16-bit and 32-bit grey modes: np.asarray gives uint16/int32 values, which RGB conversion
+# would clip (PIL) or refuse (fastreid's reader); they are scaled to 8 bits first.
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def decode_rgb(path: str) -> Image.Image:
+    """Decode an image file as the training and test pipelines use it: an 8-bit RGB image.
+
+    EXIF orientation is applied (as fastreid's reader does). Grey, palette, CMYK, RGBA/LA
+    (alpha dropped), YCbCr and bilevel images are converted to RGB; 16-bit grey ("I;16",
+    "I") is scaled from 0..65535 to 0..255, float grey ("F") from 0..1 (or its own range
+    when larger). :func:`verify_images` decodes every image with this function before
+    training, and the data loaders read images with it too (see :mod:`agreid.compat`).
+    """
+    with Image.open(path) as img:
+        img.load()
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # a broken EXIF block must not stop an otherwise readable image
+            pass
+        if img.mode in _HIGH_DEPTH_MODES or img.mode == "F":
+            values = np.asarray(img, dtype=np.float32)
+            if img.mode == "F":
+                values = values * 255.0 if values.size and values.max() <= 1.0 else values
+            else:
+                values = values / 257.0
+            img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+        return img.convert("RGB")
+
+
+def read_image(file_name: str, format: Optional[str] = None) -> Image.Image:
+    """fastreid's ``read_image`` contract (a PIL image), decoded by :func:`decode_rgb`; any
+    failure names the file."""
+    try:
+        img = decode_rgb(file_name)
+    except Exception as error:
+        raise ImageReadError(f"cannot read image {file_name}: {type(error).__name__}: {error}") from error
+    if format not in (None, "RGB"):
+        img = img.convert("RGB" if format == "BGR" else format)
+        if format == "BGR":
+            img = Image.fromarray(np.asarray(img)[:, :, ::-1].copy())
+    return img
+
+
 def _decode_error(path: str):
     try:
-        with Image.open(path) as img:
-            img.convert("RGB").load()
+        decode_rgb(path)
     except Exception as exc:  # any decoder error is the user's to see, by path
         return f"{path}: {type(exc).__name__}: {exc}"
     return None

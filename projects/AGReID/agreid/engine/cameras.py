@@ -1,0 +1,104 @@
+"""Test cameras on the SIE rows the model was trained with.
+
+The training set numbers its cameras ``<dataset>_<camid>`` in natural order; row ``i`` of the
+SIE table belongs to the ``i``-th of them (``MODEL.BACKBONE.TRAIN_CAMERAS`` records the list,
+in ``config.yaml`` and in every checkpoint). A test image of camera ``c`` of dataset ``d``
+uses the row of ``d_c``. A test camera that training never saw has no row; the rule
+(``TEST.UNSEEN_CAMERA``):
+
+* ``error`` (default): stop, naming the camera and one of its files, before any work;
+* ``mean``: give it a camera-agnostic embedding, the mean of the SIE rows, with a warning
+  (e.g. Occluded-REID, tested after training on Market-1501).
+
+Camera ids stay distinct after the mapping (unseen cameras get ids past the table), so the
+evaluation's same-camera filter is unchanged.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Sequence, Tuple
+
+logger = logging.getLogger(__name__)
+
+RULES = ("error", "mean")
+
+__all__ = ["RULES", "UnseenCameraError", "check_test_cameras", "map_test_cameras", "record_train_cameras"]
+
+
+class UnseenCameraError(ValueError):
+    """A test camera has no SIE row (the message names the camera and a file)."""
+
+
+def map_test_cameras(cfg, dataset_name: str, prefix: str, items: Sequence[Tuple]) -> List[Tuple]:
+    """``items`` (path, pid, camid) with camids replaced by SIE rows of the training cameras.
+
+    Args:
+        cfg: the run's config (``MODEL.BACKBONE.TRAIN_CAMERAS``, ``TEST.UNSEEN_CAMERA``).
+        dataset_name: the test dataset, for messages.
+        prefix: the dataset's camera prefix in the training labels (its ``dataset_name``).
+        items: query + gallery items with raw camera ids.
+
+    Returns the items unchanged when SIE is off or the training cameras are unknown (a
+    checkpoint from before they were recorded), after checking each id has a row.
+    """
+    backbone = cfg.MODEL.BACKBONE
+    if not backbone.get("SIE_CAMERA", False):
+        return list(items)
+    rule = cfg.TEST.get("UNSEEN_CAMERA", "error")
+    if rule not in RULES:
+        raise ValueError(f"TEST.UNSEEN_CAMERA must be one of {RULES}, not {rule!r}")
+    labels = list(backbone.get("TRAIN_CAMERAS", []) or [])
+    if not labels:
+        num_rows = int(backbone.NUM_CAMERAS)
+        if num_rows > 0:
+            beyond = next(((cam, path) for path, _, cam in items if not 0 <= int(cam) < num_rows), None)
+            if beyond is not None:
+                raise UnseenCameraError(
+                    f"Test camera {beyond[0]} of {dataset_name} ({beyond[1]}) is beyond the {num_rows} SIE "
+                    f"rows of the model (MODEL.BACKBONE.NUM_CAMERAS).")
+        return list(items)
+    rows: Dict[str, int] = {label: i for i, label in enumerate(labels)}
+    unseen: Dict[object, str] = {}
+    for path, _, cam in items:
+        if f"{prefix}_{cam}" not in rows:
+            unseen.setdefault(cam, path)
+    if unseen and rule == "error":
+        cam, path = next(iter(unseen.items()))
+        raise UnseenCameraError(
+            f"Test camera {cam} of {dataset_name} (e.g. {path}) is not one of the {len(labels)} training "
+            f"cameras ({', '.join(labels)}): SIE has no row for it. Set TEST.UNSEEN_CAMERA mean to give "
+            f"such images the mean SIE row (a camera-agnostic embedding).")
+    extra = {cam: len(labels) + k for k, cam in enumerate(sorted(unseen, key=str))}
+    if unseen:
+        logger.warning("%s: test camera(s) %s not seen in training get the mean SIE row "
+                       "(TEST.UNSEEN_CAMERA mean).", dataset_name, ", ".join(str(c) for c in extra))
+    return [(path, pid, rows[f"{prefix}_{cam}"] if cam not in extra else extra[cam])
+            for path, pid, cam in items]
+
+
+def record_train_cameras(cfg, cameras: Sequence[str]):
+    """``cfg`` with ``MODEL.BACKBONE.TRAIN_CAMERAS`` = the training camera labels in SIE-row order."""
+    if "TRAIN_CAMERAS" not in cfg.MODEL.BACKBONE:
+        return cfg
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.MODEL.BACKBONE.TRAIN_CAMERAS = [str(c) for c in cameras]
+    if frozen:
+        cfg.freeze()
+    return cfg
+
+
+def check_test_cameras(cfg) -> None:
+    """Map every test set's cameras once, so an unseen camera stops the run before training.
+
+    Raises:
+        UnseenCameraError: under ``TEST.UNSEEN_CAMERA error``, naming the camera and a file.
+    """
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    from .trainer import dataset_root
+
+    for name in cfg.DATASETS.TESTS:
+        data = DATASET_REGISTRY.get(name)(root=dataset_root(cfg), cfg=cfg)
+        map_test_cameras(cfg, name, getattr(data, "dataset_name", name), list(data.query) + list(data.gallery))
