@@ -1,0 +1,106 @@
+"""tools/reproduce_paper.py --dry-run: configs parse, missing datasets and weights are named, batch per GPU."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+_spec = importlib.util.spec_from_file_location("reproduce_paper", os.path.join(REPO, "tools", "reproduce_paper.py"))
+reproduce = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reproduce)
+
+
+def _fake_occluded_duke(root):
+    """Occluded_Duke with two identities in two cameras per split (enough for the loader)."""
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        folder = root / "Occluded_Duke" / split
+        folder.mkdir(parents=True)
+        for pid, cam in ((1, 1), (1, 2), (2, 1), (2, 2)):
+            Image.new("RGB", (32, 64), (pid * 60, cam * 60, 90)).save(folder / f"{pid:04d}_c{cam}_f{pid * 10 + cam:07d}.jpg")
+
+
+def test_every_config_exists_and_every_table_is_covered():
+    assert {e.table for e in reproduce.EXPERIMENTS.values()} == {2, 3, 4, 5, 6}
+    for name, experiment in reproduce.EXPERIMENTS.items():
+        assert os.path.isfile(os.path.join(REPO, experiment.config)), name
+        assert experiment.paper is None or len(experiment.paper) in (2, 4)
+
+
+def test_dry_run_names_every_missing_dataset_and_the_weights(tmp_path, capsys):
+    weights = tmp_path / "ViT-B-16.pt"
+    code = reproduce.main(["--datasets", str(tmp_path), "--weights", str(weights), "--num-gpus", "2", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert f"CLIP weights {weights} do not exist" in err
+    for dataset in ("OccludedDuke", "OccludedREID", "PartialDuke", "Market1501", "DukeMTMC", "MSMT17"):
+        assert f"dataset {dataset}:" in err, dataset
+    assert str(tmp_path / "Occluded_Duke") in err and "MSMT17_V2/" in err
+    # Every experiment is listed with its command; identical configs are trained once.
+    assert "27 experiments, 2 GPU(s) each" in out
+    assert "t4_at_ap: same config as occduke_agreid" in out and "t6_otsu: same config as occduke_agreid" in out
+    assert "--config-file configs/OccDuke/ablations/threshold_p90.yml --num-gpus 2" in out
+    assert f"MODEL.BACKBONE.PRETRAIN_PATH {weights} DATASETS.ROOT {tmp_path}" in out
+
+
+def test_dry_run_passes_with_the_data_and_prints_the_batch_per_gpu(tmp_path, capsys):
+    import agreid
+
+    _fake_occluded_duke(tmp_path)
+    weights = tmp_path / "ViT-B-16.pt"
+    weights.write_bytes(b"not read by a dry run")
+    code = reproduce.main(["--datasets", str(tmp_path), "--weights", str(weights), "--num-gpus", "2",
+                           "--only", "occduke_agreid,occduke_clipreid,t4_at", "--tables", "2,4", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "3 experiments" in out and "everything is in place" in out and err == ""
+    cfg = agreid.get_agreid_cfg(os.path.join(REPO, "configs/OccDuke/agreid.yml"))
+    per_gpu = (f"stage 1 {cfg.SOLVER.STAGE1.IMS_PER_BATCH // 2}, stage 2 {cfg.SOLVER.IMS_PER_BATCH // 2} images per GPU "
+               f"(of {cfg.SOLVER.STAGE1.IMS_PER_BATCH} / {cfg.SOLVER.IMS_PER_BATCH})")
+    assert f"occduke_agreid [train] {per_gpu}" in out
+    # An experiment with a checkpoint resumes.
+    (tmp_path / "out" / "t4_at").mkdir(parents=True)
+    (tmp_path / "out" / "t4_at" / "last_checkpoint").write_text("model_0000010.pth")
+    reproduce.main(["--datasets", str(tmp_path), "--weights", str(weights), "--only", "t4_at", "--tables", "4",
+                    "--output", str(tmp_path / "out"), "--dry-run"])
+    out, _ = capsys.readouterr()
+    assert "t4_at [resume]" in out and "--resume" in out
+
+
+def test_dry_run_rejects_a_batch_that_does_not_split_over_the_gpus(tmp_path, capsys):
+    _fake_occluded_duke(tmp_path)
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"x")
+    code = reproduce.main(["--datasets", str(tmp_path), "--weights", str(weights), "--num-gpus", "3",
+                           "--only", "occduke_agreid", "--dry-run"])
+    import agreid
+
+    err = capsys.readouterr().err
+    batch = agreid.get_agreid_cfg(os.path.join(REPO, "configs/OccDuke/agreid.yml")).SOLVER.IMS_PER_BATCH
+    assert code == (1 if batch % 3 else 0)
+    if batch % 3:
+        assert f"configs/OccDuke/agreid.yml: SOLVER.IMS_PER_BATCH {batch} is not divisible by --num-gpus 3" in err
+
+
+def test_bad_selection_is_named():
+    with pytest.raises(SystemExit, match="unknown experiment 'occduke'"):
+        reproduce.main(["--only", "occduke", "--dry-run"])
+    with pytest.raises(SystemExit, match="tables 2-6 only"):
+        reproduce.main(["--tables", "1,2", "--dry-run"])
+
+
+def test_summary_puts_the_paper_beside_the_measurement(tmp_path):
+    out = tmp_path / "out"
+    for name, mAP in (("occduke_agreid", 61.0), ("occreid_clipreid", 80.0)):
+        (out / name).mkdir(parents=True)
+        (out / name / "reproduce_result.json").write_text(json.dumps(
+            {"metrics": {"mAP": mAP, "Rank-1": 70.0, "Rank-5": 80.0, "Rank-10": 85.0}}))
+    assert reproduce.main(["--output", str(out), "--collect-only"]) == 0
+    text = (out / "summary.md").read_text()
+    assert ("| 2 | AG-ReID, Occ-Duke | `configs/OccDuke/agreid.yml` | OccludedDuke | 61.0 | 70.0 | 80.0 | 85.0 "
+            "| 63.2 / 70.4 | -2.2 |") in text
+    assert "| 80.0 | 70.0 | 80.0 | 85.0 | – (not in the paper) | – |" in text
+    assert "MSMT17" not in text
