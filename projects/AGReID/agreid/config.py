@@ -113,6 +113,11 @@ def add_agreid_config(cfg: CN) -> None:
     # Train from a MODEL.WEIGHTS checkpoint of another architecture (other #ids, template, ...):
     # parameters that do not fit are re-initialised and listed. False = such a checkpoint stops.
     _C.MODEL.WEIGHTS_FINETUNE = False
+    # Training camera labels in SIE-row order (set by the trainer; test cameras map onto them).
+    _C.MODEL.BACKBONE.TRAIN_CAMERAS = []
+    # A test camera training never saw: "error" (stop before any work, naming it) or "mean"
+    # (the mean SIE row, a camera-agnostic embedding, with a warning).
+    _C.TEST.UNSEEN_CAMERA = "error"
 
 
 def get_agreid_cfg(config_file: str = "", opts=()) -> CN:

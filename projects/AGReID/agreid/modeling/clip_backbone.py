@@ -122,6 +122,13 @@ class CLIPImageEncoder(nn.Module):
         """Rows of the SIE table (0 when SIE is off)."""
         return 0 if self.camera_embedding is None else self.camera_embedding.shape[0]
 
+    def camera_rows(self, camids: Tensor) -> Tensor:
+        """SIE rows (B, width) of ``camids``; ids past the table (test cameras training never
+        saw, TEST.UNSEEN_CAMERA mean) get the mean row, a camera-agnostic embedding."""
+        table = self.camera_embedding
+        rows = table[camids.clamp(max=table.shape[0] - 1)]
+        return torch.where((camids >= table.shape[0]).unsqueeze(1), table.mean(dim=0, keepdim=True), rows)
+
     def forward(self, images: Tensor, camids: Optional[Tensor] = None) -> ImageFeatures:
         """Encode normalised images (B, 3, H, W); ``camids`` (B,) are needed when SIE is on."""
         if tuple(images.shape[-2:]) != self.input_size:
@@ -141,7 +148,7 @@ class CLIPImageEncoder(nn.Module):
         if self.camera_embedding is not None:
             if camids is None:
                 raise ValueError("SIE is on (MODEL.BACKBONE.SIE_CAMERA): pass the camera ids.")
-            cls_token = cls_token + self.sie_coe * self.camera_embedding[camids].unsqueeze(1).to(x.dtype)
+            cls_token = cls_token + self.sie_coe * self.camera_rows(camids).unsqueeze(1).to(x.dtype)
         x = torch.cat([cls_token, x], dim=1) + visual.positional_embedding.to(x.dtype)
         x = visual.ln_pre(visual.patch_dropout(x))
         num_blocks = len(visual.transformer.resblocks)
