@@ -42,6 +42,8 @@ setup(
         "onnx>=1.15",
         "onnxruntime>=1.17",
         "grad-cam>=1.5",
+        # Plots of the experiment tools (tools/ablate.py, probe_attributes.py, analyze_noise_mask.py).
+        "matplotlib>=3.5",
         *FASTREID_RUNTIME,
     ],
     extras_require={
