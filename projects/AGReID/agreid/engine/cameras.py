@@ -42,7 +42,9 @@ def map_test_cameras(cfg, dataset_name: str, prefix: str, items: Sequence[Tuple]
     checkpoint from before they were recorded), after checking each id has a row.
     """
     backbone = cfg.MODEL.BACKBONE
-    if not backbone.get("SIE_CAMERA", False):
+    uses_sie = backbone.get("SIE_CAMERA", False) and (
+        cfg.MODEL.META_ARCHITECTURE == "AGReID" or backbone.NAME == "build_clip_backbone")
+    if not uses_sie:  # fastreid's own models: camera ids only feed the evaluation
         return list(items)
     rule = cfg.TEST.get("UNSEEN_CAMERA", "error")
     if rule not in RULES:
