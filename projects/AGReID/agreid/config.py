@@ -98,6 +98,13 @@ def add_agreid_config(cfg: CN) -> None:
     _C.DATASETS.BAD_IMAGES = "error"
     # Root of the datasets; "" = $FASTREID_DATASETS or "datasets" (fastreid's convention).
     _C.DATASETS.ROOT = ""
+    # Random erasing (INPUT.REA.ENABLED): "pixel" fills the box with per-pixel N(0, 1) noise after
+    # the model's normalisation (timm's RandomErasing(mode="pixel"), as CLIP-ReID); "const" is
+    # fastreid's, filling INPUT.REA.VALUE (0-255 units) before it.
+    _C.INPUT.REA.MODE = "pixel"
+    # Resize of test images and of the stage-1 feature cache: "bilinear" (CLIP-ReID) or
+    # "bicubic" (fastreid). Training images are always resized bicubically (both do).
+    _C.INPUT.INTERPOLATION_TEST = "bilinear"
     # Datasets of your own without code, ReIDFolder and ReIDList: DATASETS.FOLDER.*, DATASETS.LIST.*.
     from .data.custom import add_custom_data_config
 

@@ -12,9 +12,9 @@ from typing import Dict, Iterator, Tuple
 import torch
 from fastreid.data import build_reid_test_loader
 from fastreid.data.common import CommDataset
-from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from ..data.transforms import build_agreid_transforms
 from ..phases import PhasedModel
 from .progress import Progress
 
@@ -48,7 +48,7 @@ class CachedFeatureLoader:
 
 def cache_dataset(cfg, train_set: CommDataset) -> CommDataset:
     """The training images with the test transform (resize + to tensor), labelled like ``train_set``."""
-    cache_set = CommDataset(train_set.img_items, build_transforms(cfg, is_train=False), relabel=True)
+    cache_set = CommDataset(train_set.img_items, build_agreid_transforms(cfg, is_train=False), relabel=True)
     cache_set.pid_dict, cache_set.cam_dict = train_set.pid_dict, train_set.cam_dict
     return cache_set
 

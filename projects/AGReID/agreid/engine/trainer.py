@@ -11,7 +11,6 @@ import torch
 from fastreid.data import build_reid_test_loader, build_reid_train_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
-from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.utils import comm
 from fastreid.utils.events import EventStorage
@@ -19,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import skip_pretrained_weights
 from ..data import verify_images
+from ..data.transforms import build_agreid_transforms
 from ..phases import ALIGN, GUIDE, PHASES, PhasedModel, PhaseSchedule, check_phase
 from .feature_cache import CachedFeatureLoader, compute_feature_cache
 from .cameras import map_test_cameras, record_train_cameras
@@ -272,7 +272,7 @@ class AGReIDTrainer(DefaultTrainer):
                                  f"it may be a test-only dataset.")
             items.extend(data.train)
         items = verify_images(items, cfg.DATASETS.BAD_IMAGES, f"train set {cfg.DATASETS.NAMES}")
-        train_set = CommDataset(items, build_transforms(cfg, is_train=True), relabel=True)
+        train_set = CommDataset(items, build_agreid_transforms(cfg, is_train=True), relabel=True)
         train_set.cams = sorted(train_set.cams, key=natural_key)
         train_set.cam_dict = {cam: i for i, cam in enumerate(train_set.cams)}
         return train_set, train_set.num_cameras
@@ -297,7 +297,7 @@ class AGReIDTrainer(DefaultTrainer):
                                 f"gallery set of {dataset_name}")
         # Test cameras on the training cameras' SIE rows (an unseen one: TEST.UNSEEN_CAMERA).
         items = map_test_cameras(cfg, dataset_name, getattr(data, "dataset_name", dataset_name), query + gallery)
-        test_set = CommDataset(items, build_transforms(cfg, is_train=False), relabel=False)
+        test_set = CommDataset(items, build_agreid_transforms(cfg, is_train=False), relabel=False)
         loader, num_query = build_reid_test_loader(
             test_set, cfg.TEST.IMS_PER_BATCH, len(query), num_workers=cfg.DATALOADER.NUM_WORKERS)
         return Progress(loader, f"features {dataset_name}"), num_query

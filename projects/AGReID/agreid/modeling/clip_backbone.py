@@ -15,8 +15,9 @@ from .clip_loader import load_clip
 
 logger = logging.getLogger(__name__)
 
-# The stride of a CLIP ResNet's last feature map (stem /4, then layer2-4 /2 each).
-_RESNET_OUTPUT_STRIDE = 32
+# The stride of a CLIP ResNet's layer3 map (stem /4, then layer2 and layer3 /2 each); layer4
+# halves it once more unless its stride is set to 1 (MODEL.BACKBONE.LAST_STRIDE).
+_RESNET_LAYER3_STRIDE = 16
 
 
 class ImageFeatures(NamedTuple):
@@ -43,6 +44,8 @@ class CLIPImageEncoder(nn.Module):
         stride: patch-embedding stride of a ViT (OLP); its patch size means no overlap.
         num_cameras: rows of the SIE table; 0 disables SIE.
         sie_coe: factor of the SIE embedding (lambda of TransReID).
+        last_stride: stride of a ResNet's layer4, 2 (CLIP's) or 1 (CLIP-ReID's: a 16x8 map
+            for 256x128 images instead of 8x4). Ignored by ViTs.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class CLIPImageEncoder(nn.Module):
         stride: int,
         num_cameras: int = 0,
         sie_coe: float = 1.0,
+        last_stride: int = 2,
     ):
         super().__init__()
         self.visual = visual
@@ -62,7 +66,7 @@ class CLIPImageEncoder(nn.Module):
         if isinstance(visual, VisionTransformer):
             self._adapt_vision_transformer(stride, num_cameras)
         elif isinstance(visual, ModifiedResNet):
-            self._adapt_modified_resnet(stride, num_cameras)
+            self._adapt_modified_resnet(stride, num_cameras, last_stride)
         else:
             raise TypeError(f"CLIPImageEncoder supports open_clip ViTs and ResNets, not {type(visual).__name__}")
 
@@ -95,13 +99,23 @@ class CLIPImageEncoder(nn.Module):
             self.input_size, visual.patch_size, stride, grid, grid[0] * grid[1] + 1, num_cameras, self.sie_coe,
         )
 
-    def _adapt_modified_resnet(self, stride: int, num_cameras: int) -> None:
+    def _adapt_modified_resnet(self, stride: int, num_cameras: int, last_stride: int) -> None:
         visual = self.visual
         if num_cameras > 0 or stride != 16:
             logger.warning("CLIP ResNet: OLP (STRIDE %d) and SIE (%d cameras) apply to ViTs only; ignored.",
                            stride, num_cameras)
-        old_side = visual.image_size // _RESNET_OUTPUT_STRIDE
-        grid = (self.input_size[0] // _RESNET_OUTPUT_STRIDE, self.input_size[1] // _RESNET_OUTPUT_STRIDE)
+        if last_stride not in (1, 2):
+            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2 for a CLIP ResNet, got {last_stride}")
+        if last_stride == 1:
+            # CLIP's ResNet downsamples with an average pool (in the block and on its shortcut)
+            # before stride-1 convolutions: removing both pools gives stride 1, same weights.
+            first = visual.layer4[0]
+            first.avgpool = nn.Identity()
+            first.downsample[0] = nn.Identity()
+            first.stride = 1
+        self.output_stride = _RESNET_LAYER3_STRIDE * last_stride
+        old_side = visual.image_size // (_RESNET_LAYER3_STRIDE * 2)
+        grid = (self.input_size[0] // self.output_stride, self.input_size[1] // self.output_stride)
         # The attention pool has a position embedding over the last feature map (+ its mean token).
         position = resample_abs_pos_embed(
             visual.attnpool.positional_embedding.detach().unsqueeze(0),
@@ -116,6 +130,8 @@ class CLIPImageEncoder(nn.Module):
         self.last_dim = visual.layer3[-1].bn3.num_features
         self.final_dim = visual.layer4[-1].bn3.num_features
         self.embed_dim = visual.output_dim
+        logger.info("CLIP ResNet: input %s, last stride %d -> %s map for the attention pool",
+                    self.input_size, last_stride, grid)
 
     @property
     def num_cameras(self) -> int:
@@ -129,8 +145,15 @@ class CLIPImageEncoder(nn.Module):
         rows = table[camids.clamp(max=table.shape[0] - 1)]
         return torch.where((camids >= table.shape[0]).unsqueeze(1), table.mean(dim=0, keepdim=True), rows)
 
-    def forward(self, images: Tensor, camids: Optional[Tensor] = None) -> ImageFeatures:
-        """Encode normalised images (B, 3, H, W); ``camids`` (B,) are needed when SIE is on."""
+    def forward(self, images: Tensor, camids: Optional[Tensor] = None, *, sie: bool = True) -> ImageFeatures:
+        """Encode normalised images (B, 3, H, W).
+
+        Args:
+            images: normalised images of the size the encoder was built for.
+            camids: (B,) camera ids; needed when SIE is on and ``sie`` is True.
+            sie: add the camera embedding (False: encode as if SIE were off, e.g. for the
+                stage-1 feature cache, as CLIP-ReID does).
+        """
         if tuple(images.shape[-2:]) != self.input_size:
             raise ValueError(
                 f"CLIPImageEncoder was built for {self.input_size} images (INPUT.SIZE_TRAIN), "
@@ -138,14 +161,14 @@ class CLIPImageEncoder(nn.Module):
             )
         if isinstance(self.visual, ModifiedResNet):
             return self._forward_resnet(images)
-        return self._forward_vit(images, camids)
+        return self._forward_vit(images, camids, sie)
 
-    def _forward_vit(self, images: Tensor, camids: Optional[Tensor]) -> ImageFeatures:
+    def _forward_vit(self, images: Tensor, camids: Optional[Tensor], sie: bool) -> ImageFeatures:
         visual = self.visual
         x = visual.conv1(images)  # (B, width, grid_h, grid_w)
         x = x.flatten(2).transpose(1, 2)  # (B, grid_h * grid_w, width)
         cls_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
-        if self.camera_embedding is not None:
+        if self.camera_embedding is not None and sie:
             if camids is None:
                 raise ValueError("SIE is on (MODEL.BACKBONE.SIE_CAMERA): pass the camera ids.")
             cls_token = cls_token + self.sie_coe * self.camera_rows(camids).unsqueeze(1).to(x.dtype)
@@ -183,4 +206,5 @@ def build_clip_backbone(cfg) -> CLIPImageEncoder:
         stride=cfg.MODEL.BACKBONE.STRIDE,
         num_cameras=num_cameras,
         sie_coe=cfg.MODEL.BACKBONE.SIE_COE,
+        last_stride=cfg.MODEL.BACKBONE.LAST_STRIDE,
     )

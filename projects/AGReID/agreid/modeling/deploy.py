@@ -21,7 +21,6 @@ from typing import Dict, List, Optional, Tuple
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from open_clip.model import _build_vision_tower
 from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from ..serialization import is_safetensors_file, load_checkpoint_file, safetensors_metadata
 from .clip_backbone import CLIPImageEncoder
 from .clip_loader import RANDOM_INIT, _is_torchscript
-from .meta_arch import _DEPLOYED_MODULES, AGReID
+from .meta_arch import _DEPLOYED_MODULES, AGReID, test_feature
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ class EncoderSettings:
         sie_coe: SIE coefficient.
         neck_feat: test feature ``before`` or ``after`` the BNNecks.
         pixel_mean, pixel_std: per-channel normalisation of 0-255 images.
+        last_stride: stride of a ResNet's layer4 (``MODEL.BACKBONE.LAST_STRIDE``; 2 in files
+            written before the key existed).
     """
 
     clip_name: str
@@ -68,6 +69,7 @@ class EncoderSettings:
     neck_feat: str
     pixel_mean: Tuple[float, float, float]
     pixel_std: Tuple[float, float, float]
+    last_stride: int = 2
 
     @classmethod
     def from_config(cls, cfg, *, num_cameras: int, quick_gelu: Optional[bool] = None) -> "EncoderSettings":
@@ -93,6 +95,7 @@ class EncoderSettings:
             neck_feat=cfg.MODEL.HEADS.NECK_FEAT,
             pixel_mean=tuple(float(v) for v in cfg.MODEL.PIXEL_MEAN),
             pixel_std=tuple(float(v) for v in cfg.MODEL.PIXEL_STD),
+            last_stride=int(cfg.MODEL.BACKBONE.LAST_STRIDE),
         )
 
     def to_dict(self) -> dict:
@@ -200,10 +203,7 @@ class DeployedImageEncoder(nn.Module):
     def forward(self, images: Tensor, camids: Optional[Tensor] = None) -> Tensor:
         """Test features (B, final_dim + embed_dim) of images (B, 3, H, W, 0-255); camids (B,) for SIE."""
         features = self.backbone((images - self.pixel_mean) / self.pixel_std, camids)
-        final, proj = features.final, features.proj
-        if self.bnneck is not None:
-            final, proj = self.bnneck(final), self.bnneck_proj(proj)
-        return F.normalize(torch.cat([final, proj], dim=1), dim=1)
+        return test_feature(features, self.bnneck, self.bnneck_proj)
 
 
 def build_image_encoder(settings: EncoderSettings) -> DeployedImageEncoder:
@@ -219,6 +219,7 @@ def build_image_encoder(settings: EncoderSettings) -> DeployedImageEncoder:
         stride=settings.stride,
         num_cameras=settings.num_cameras,
         sie_coe=settings.sie_coe,
+        last_stride=settings.last_stride,
     )
     after = settings.neck_feat == "after"
     return DeployedImageEncoder(

@@ -44,6 +44,19 @@ def _threshold_from_config(attr_cfg):
                      f"(with MODEL.ATTR.THRESHOLD_VALUE) or none.")
 
 
+def test_feature(features: ImageFeatures, bnneck: Optional[nn.Module] = None,
+                 bnneck_proj: Optional[nn.Module] = None) -> Tensor:
+    """The test feature (B, final_dim + embed_dim): L2-normalised ``cat([f, f_proj])``.
+
+    With the BNNecks given (``MODEL.HEADS.NECK_FEAT after``), ``f`` and ``f_proj`` pass through
+    them first. Shared by :class:`AGReID` and the deployed encoder, so both give the same feature.
+    """
+    final, proj = features.final, features.proj
+    if bnneck is not None:
+        final, proj = bnneck(final), bnneck_proj(proj)
+    return F.normalize(torch.cat([final, proj], dim=1), dim=1)
+
+
 @META_ARCH_REGISTRY.register()
 class AGReID(Baseline):
     """AG-ReID: attribute guidance with inherent pseudo-labels (SPEC sections 1-3).
@@ -207,21 +220,22 @@ class AGReID(Baseline):
 
     def test_feature(self, features: ImageFeatures) -> Tensor:
         """L2-normalised ``cat([f, f_proj])``, before or after the BNNecks (MODEL.HEADS.NECK_FEAT)."""
-        final, proj = features.final, features.proj
         if self.neck_feat == "after":
-            final, proj = self.bnneck(final), self.bnneck_proj(proj)
-        return F.normalize(torch.cat([final, proj], dim=1), dim=1)
+            return test_feature(features, self.bnneck, self.bnneck_proj)
+        return test_feature(features)
 
     @torch.no_grad()
     def encode_image(self, batched_inputs: dict) -> Tensor:
         """``f_proj`` (B, embed_dim) of un-augmented images, for the stage-1 feature cache.
 
-        The image encoder runs in eval mode (a ResNet's BN statistics must not move).
+        Without the camera embedding (SIE), as CLIP-ReID's cache: the SIE rows are untrained in
+        stage 1, and stage 1 should align text with the image alone. The image encoder runs in
+        eval mode (a ResNet's BN statistics must not move).
         """
         was_training = self.backbone.training
         self.backbone.eval()
         try:
-            features = self.backbone(self.preprocess_image(batched_inputs), self._camids(batched_inputs))
+            features = self.backbone(self.preprocess_image(batched_inputs), sie=False)
         finally:
             self.backbone.train(was_training)
         return features.proj
