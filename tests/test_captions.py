@@ -134,3 +134,17 @@ def test_preview_shows_images_and_captions(corpus, tmp_path):
     out = captions.write_caption_preview(corpus, tmp_path / "sheet.png", count=6, columns=3)
     with Image.open(out) as sheet:
         assert sheet.size == (3 * captions.PREVIEW_CELL[0], 2 * captions.PREVIEW_CELL[1])
+
+
+def test_short_hair_under_a_hat_is_never_described():
+    rng = np.random.default_rng(1)
+    person = {"body_shape": "broad", "height": "short", "hair_length": "short", "hair_color": "grey",
+              "upper_color": "red", "upper_pattern": "plain", "upper_sleeve": "long", "lower_color": "blue",
+              "lower_length": "trousers", "bag": "none", "hat": "beanie", "shoes": "black"}
+    captions_of = [describe(person, [], "none", rng)[0] for _ in range(100)]
+    assert not any("hair" in c or "grey" in c or "gray" in c for c in captions_of)
+    assert any("beanie" in c for c in captions_of)
+    long_haired = dict(person, hair_length="long")
+    assert any("grey hair" in c or "gray hair" in c for c in (describe(long_haired, [], "none", rng)[0] for _ in range(50)))
+    assert not captions.is_visible("hair_color", person, []) and captions.is_visible("hair_color", long_haired, [])
+    assert not captions.is_visible("shoes", person, ["feet"]) and captions.is_visible("shoes", person, ["head"])

@@ -47,6 +47,11 @@ def _transformer_input(encoder, images, camids):
     return captured["x"], features
 
 
+def _pretraining_grid():
+    """The patch grid the tiny CLIP was built (and SynthCLIP pretrained) for."""
+    return open_clip.create_model(TINY, pretrained=None).visual.grid_size
+
+
 def test_olp_grid_and_resized_position_embedding():
     encoder, original_position = _encoder(stride=12)
     # (256 - 16) // 12 + 1 = 21 rows, (128 - 16) // 12 + 1 = 10 columns, + CLS = 211 tokens.
@@ -57,7 +62,7 @@ def test_olp_grid_and_resized_position_embedding():
     assert position.shape == (211, 128)
     assert torch.equal(position[0], original_position[0])  # the CLS position is kept
     expected = resample_abs_pos_embed(
-        original_position.unsqueeze(0), new_size=[21, 10], old_size=[14, 14],
+        original_position.unsqueeze(0), new_size=[21, 10], old_size=list(_pretraining_grid()),
         num_prefix_tokens=1, interpolation="bilinear", antialias=False,
     )[0]
     assert torch.equal(position.detach(), expected)
@@ -182,7 +187,8 @@ def test_loads_an_open_clip_state_dict(tmp_path, caplog):
 def test_loads_an_openai_torchscript_archive_with_quick_gelu(tmp_path):
     source = create_clip(TINY, pretrained="none").eval()
     archive = torch.jit.trace(
-        source, (torch.rand(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)), check_trace=False, strict=False
+        source, (torch.rand(1, 3, *source.visual.image_size), torch.zeros(1, source.context_length, dtype=torch.long)),
+        check_trace=False, strict=False
     )
     path = tmp_path / "tiny-openai.pt"
     torch.jit.save(archive, str(path))

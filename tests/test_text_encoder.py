@@ -14,7 +14,7 @@ def test_equals_open_clip_encode_text_on_prompts_of_different_lengths():
         "A photo of a tall person with long black hair, wearing a red striped shirt and blue jeans.",
         "X",
     ])
-    expected = clip.encode_text(tokens)  # open_clip runs all 77 positions
+    expected = clip.encode_text(tokens)  # open_clip runs all context positions
     embeddings = clip.token_embedding(tokens).detach().requires_grad_(True)
     ours = TextEncoder(clip)(embeddings, tokens)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)

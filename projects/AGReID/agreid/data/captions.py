@@ -51,6 +51,7 @@ __all__ = [
     "VOCABULARY",
     "describe",
     "generate_captions",
+    "is_visible",
     "read_captions",
     "reid_attribute_keys",
     "write_caption_preview",
@@ -63,7 +64,7 @@ CAPTIONS_FILE = "captions.csv"
 VAL_CAPTIONS_FILE = "captions_val.csv"
 LABELS_FILE = "labels.json"
 # Bumped whenever the images or the wording change.
-CAPTIONS_VERSION = 1
+CAPTIONS_VERSION = 2
 CSV_HEADER = ("filepath", "title")
 
 
@@ -149,6 +150,19 @@ ATTRIBUTE_REGION = {"hair_color": "head", "hair_length": "head", "hat": "head",
                     "lower_color": "lower", "lower_length": "lower", "shoes": "feet"}
 
 
+def is_visible(attribute: str, attributes: Dict[str, str], hidden_regions: Sequence[str]) -> bool:
+    """Whether an image shows ``attribute`` of a person with ``attributes``.
+
+    Its body region must not be hidden by the occluder, and hair under a cap or a beanie shows
+    only when it is long (the renderer draws the hat over short hair).
+    """
+    if ATTRIBUTE_REGION.get(attribute) in hidden_regions:
+        return False
+    if attribute in ("hair_color", "hair_length"):
+        return attributes["hat"] == "none" or attributes["hair_length"] == "long"
+    return True
+
+
 def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
@@ -160,12 +174,13 @@ def _say(rng: np.random.Generator, attribute: str, value: str) -> str:
 def _clauses(attributes: Dict[str, str], visible: Set[str], rng: np.random.Generator) -> List[Tuple[str, List[str]]]:
     """One clause per visible attribute group: ``(text, attributes it names)``, some parts optional."""
     clauses: List[Tuple[str, List[str]]] = []
-    if "head" in visible:
+    if "head" in visible and is_visible("hair_color", attributes, ()):
         words, named = [_say(rng, "hair_color", attributes["hair_color"])], ["hair_color"]
         if rng.random() < 0.5:
             words.insert(0, _say(rng, "hair_length", attributes["hair_length"]))
             named.append("hair_length")
         clauses.append((f"with {' '.join(words)} hair", named))
+    if "head" in visible:
         if attributes["hat"] != "none" or rng.random() < 0.3:
             clauses.append((f"wearing {_say(rng, 'hat', attributes['hat'])}", ["hat"]))
     if "upper" in visible:

@@ -1,0 +1,455 @@
+"""SynthCLIP: contrastive pretraining of a small CLIP on the synthetic caption corpus, offline.
+
+OpenAI's CLIP weights cannot be downloaded everywhere, and a CLIP with random weights knows no
+words, so AG-ReID's attribute prompts mean nothing to it. This module pretrains an open_clip
+model on :mod:`agreid.data.captions` with open_clip's own model, transforms, tokenizer and
+loss (``open_clip.create_model_and_transforms``, ``open_clip.get_tokenizer``,
+``open_clip.loss.ClipLoss``), and measures what it learned: zero-shot attribute classification
+and image/text retrieval on held-out people.
+
+The output is an ordinary open_clip checkpoint (``{"state_dict": ..., "name": ...}`` plus a
+``synthclip`` record of how it was made): ``MODEL.BACKBONE.PRETRAIN_PATH FILE`` and
+``open_clip.create_model(name, pretrained=FILE)`` both load it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.loss import ClipLoss
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .data.captions import CAPTIONS_FILE, LABELS_FILE, VAL_CAPTIONS_FILE, CaptionFileError, is_visible, read_captions
+from .data.synthetic import ATTRIBUTES_FILE, ATTRIBUTE_SCHEMA
+from .modeling import clip_loader as _clip_loader  # registers the project's open_clip model configs
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_OUTPUT",
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "PretrainConfig",
+    "ZERO_SHOT_PROMPTS",
+    "inputs_fingerprint",
+    "pretrain",
+    "read_synthclip_record",
+    "retrieval_recall",
+    "zero_shot_attributes",
+]
+
+# Where configs/Synthetic/*.yml look for SynthCLIP (relative to the repository root).
+DEFAULT_OUTPUT = "pretrained/SynthCLIP-Tiny.pt"
+# The pixel normalisation of every config that fine-tunes from SynthCLIP (0.5/0.5, CLIP-ReID's).
+PIXEL_MEAN = (0.5, 0.5, 0.5)
+PIXEL_STD = (0.5, 0.5, 0.5)
+RECORD_KEY = "synthclip"
+
+
+@dataclass
+class PretrainConfig:
+    """The pretraining recipe (every field goes into the checkpoint's record and its fingerprint).
+
+    Args:
+        model: an open_clip model name (the project ships ``AGReID-Tiny-ViT``).
+        epochs: passes over ``captions.csv``.
+        batch_size: image-caption pairs per step (the contrastive batch).
+        lr: AdamW peak learning rate, reached after ``warmup_steps`` linear steps, then cosine to 0.
+        weight_decay: AdamW weight decay (not on gains, biases, embeddings or the logit scale).
+        warmup_steps: linear warm-up steps.
+        seed: seeds the weights, the order of the data and the augmentation.
+        crop_scale: RandomResizedCrop area range (timm's, with the aspect ratio of the images kept).
+    """
+
+    model: str = "AGReID-Tiny-ViT"
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 200
+    seed: int = 0
+    crop_scale: Tuple[float, float] = (0.8, 1.0)
+
+
+class PairDataset(Dataset):
+    """Image-caption pairs: ``(image tensor, token ids)``, captions tokenised once up front."""
+
+    def __init__(self, pairs: Sequence[Tuple[str, str]], transform, tokenizer):
+        self.paths = [path for path, _ in pairs]
+        self.tokens = tokenizer([caption for _, caption in pairs])  # (N, context_length)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                pixels = self.transform(image.convert("RGB"))
+        except OSError as error:
+            raise OSError(f"cannot read image {path}: {error}") from error
+        return pixels, self.tokens[index]
+
+
+def _check_model_name(name: str) -> None:
+    if name not in open_clip.list_models():
+        project = sorted(p.stem for p in _clip_loader.MODEL_CONFIG_DIR.glob("*.json"))
+        raise ValueError(f"unknown open_clip model {name!r}: the project's own are {project}; "
+                         f"open_clip knows {len(open_clip.list_models())} more (open_clip.list_models()).")
+
+
+def captions_csv(data: os.PathLike) -> Path:
+    """The pretraining ``captions.csv`` of a corpus folder (or the CSV itself)."""
+    data = Path(data)
+    return data / CAPTIONS_FILE if data.is_dir() or not data.suffix else data
+
+
+def inputs_fingerprint(data: os.PathLike, config: PretrainConfig) -> str:
+    """A hash of everything the pretrained weights depend on: captions, corpus marker, model, recipe."""
+    csv_path = captions_csv(data)
+    digest = hashlib.sha256()
+    digest.update(csv_path.read_bytes())
+    marker = csv_path.parent / "done.json"
+    if marker.is_file():
+        digest.update(marker.read_bytes())
+    digest.update(json.dumps(open_clip.get_model_config(config.model), sort_keys=True).encode())
+    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_synthclip_record(path: os.PathLike) -> Optional[Dict[str, Any]]:
+    """The ``synthclip`` record of a pretrained file, or None (not a SynthCLIP file, or unreadable)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return None
+    return checkpoint.get(RECORD_KEY) if isinstance(checkpoint, dict) else None
+
+
+def _atomic_save(payload: Dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    try:
+        with open(partial, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _parameter_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """open_clip's training rule: no weight decay on gains, biases, embeddings and the logit scale."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exclude = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name \
+            or "embedding" in name or "token" in name
+        (no_decay if exclude else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def _lr_at(step: int, total: int, config: PretrainConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(total - config.warmup_steps, 1)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_model_and_transforms(model_name: str, crop_scale: Tuple[float, float] = (0.8, 1.0)):
+    """open_clip's model (random init) and its train/eval transforms with SynthCLIP's normalisation.
+
+    The train crop keeps the images' aspect ratio (a person is twice as tall as wide); open_clip's
+    default crop assumes square images, so timm's transform is asked for (open_clip's ``use_timm``).
+    """
+    _check_model_name(model_name)
+    image_size = open_clip.get_model_config(model_name)["vision_cfg"]["image_size"]
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    aspect = width / height
+    # force_image_size as a tuple: open_clip's timm path cannot take the list a JSON config holds.
+    return open_clip.create_model_and_transforms(
+        model_name, pretrained=None, force_image_size=(height, width), image_mean=PIXEL_MEAN, image_std=PIXEL_STD,
+        image_interpolation="bilinear", image_resize_mode="squash",
+        aug_cfg={"use_timm": True, "scale": tuple(crop_scale), "ratio": (aspect * 0.9, aspect / 0.9),
+                 "re_prob": 0.0})
+
+
+def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, device: str = "cpu",
+             num_workers: int = 1, log_dir: Optional[str] = None, resume: bool = True,
+             max_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Pretrain ``config.model`` on the pairs of ``data`` and write an open_clip checkpoint to ``output``.
+
+    Progress is saved after every epoch to ``output + ".resume"`` (model, optimiser, step), which
+    ``resume`` continues from when its fingerprint matches; the file is removed at the end.
+
+    Args:
+        data: the caption corpus folder (``captions.csv``) or a CSV file.
+        output: the checkpoint to write.
+        config: the recipe.
+        device: "cpu" or "cuda" (AMP in float16 on CUDA).
+        num_workers: data-loading processes.
+        log_dir: TensorBoard folder (loss, learning rate, logit scale); None for none.
+        resume: continue an interrupted run of the same inputs.
+        max_steps: stop after this many steps in all (tests); the schedule still spans all epochs.
+
+    Returns:
+        The ``synthclip`` record written into the checkpoint.
+
+    Raises:
+        CaptionFileError: missing or malformed captions, or an image it names that is absent.
+        ValueError: an unknown model name.
+    """
+    _check_model_name(config.model)
+    csv_path = captions_csv(data)
+    pairs = read_captions(csv_path)
+    fingerprint = inputs_fingerprint(data, config)
+    output = Path(output)
+    state_path = output.with_name(output.name + ".resume")
+
+    torch.manual_seed(config.seed)
+    model, train_transform, _ = build_model_and_transforms(config.model, config.crop_scale)
+    model.to(device)
+    tokenizer = open_clip.get_tokenizer(config.model)
+    dataset = PairDataset(pairs, train_transform, tokenizer)
+    steps_per_epoch = len(dataset) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{csv_path} has {len(dataset)} pairs, fewer than one batch of {config.batch_size}")
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr,
+                                  betas=(0.9, 0.98), eps=1e-6)
+    use_amp = device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = ClipLoss()
+
+    start_epoch, step = 0, 0
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            start_epoch, step = state["epoch"], state["step"]
+            logger.info("Resuming SynthCLIP pretraining from %s at epoch %d (step %d)", state_path, start_epoch, step)
+        else:
+            logger.warning("Ignoring %s: it belongs to other inputs (fingerprint %s, now %s)",
+                           state_path, state.get("fingerprint"), fingerprint)
+
+    writer = None
+    if log_dir:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir)
+    logger.info("SynthCLIP: %s (%.2fM parameters) on %d pairs, %d epochs x %d steps of %d, device %s",
+                config.model, sum(p.numel() for p in model.parameters()) / 1e6, len(dataset),
+                config.epochs, steps_per_epoch, config.batch_size, device)
+    started = time.perf_counter()
+    loss_value = float("nan")
+    model.train()
+    for epoch in range(start_epoch, config.epochs):
+        # Everything random in an epoch follows from (seed, epoch), so a resumed run is the same run:
+        # the order (the generator), loader workers (seeded from it) and in-process transforms.
+        epoch_seed = config.seed * 1000 + epoch
+        random.seed(epoch_seed)
+        np.random.seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                            num_workers=num_workers, generator=torch.Generator().manual_seed(epoch_seed))
+        bar = tqdm(loader, desc=f"SynthCLIP epoch {epoch + 1}/{config.epochs}", dynamic_ncols=True, leave=False)
+        for images, tokens in bar:
+            lr = _lr_at(step, total_steps, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                image_features, text_features, logit_scale = model(images, tokens)[:3]
+                loss = loss_fn(image_features, text_features, logit_scale)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"SynthCLIP pretraining: contrastive loss is {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            with torch.no_grad():
+                # CLIP's clamp: the temperature never exceeds 100.
+                model.logit_scale.clamp_(0, math.log(100))
+            loss_value = loss.item()
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
+            if writer is not None:
+                writer.add_scalar("synthclip/loss", loss_value, step)
+                writer.add_scalar("synthclip/lr", lr, step)
+                writer.add_scalar("synthclip/logit_scale", model.logit_scale.exp().item(), step)
+            step += 1
+            if max_steps is not None and step >= max_steps:
+                break
+        logger.info("SynthCLIP epoch %d/%d: loss %.4f, %.0f s", epoch + 1, config.epochs, loss_value,
+                    time.perf_counter() - started)
+        if max_steps is not None and step >= max_steps:
+            break
+        _atomic_save({"fingerprint": fingerprint, "state_dict": model.state_dict(),
+                      "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                      "epoch": epoch + 1, "step": step}, state_path)
+    if writer is not None:
+        writer.close()
+
+    record = {"fingerprint": fingerprint, "config": {**asdict(config), "crop_scale": list(config.crop_scale)},
+              "data": str(csv_path), "pairs": len(dataset), "steps": step, "final_loss": loss_value,
+              "seconds": round(time.perf_counter() - started, 1), "device": device,
+              "image_mean": list(PIXEL_MEAN), "image_std": list(PIXEL_STD)}
+    state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    _atomic_save({"name": config.model, "state_dict": state_dict, RECORD_KEY: record}, output)
+    state_path.unlink(missing_ok=True)
+    logger.info("SynthCLIP written to %s (%d steps, final loss %.4f)", output, step, loss_value)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# What it learned
+# ---------------------------------------------------------------------------------------------
+
+# One prompt per attribute value; "{}" takes the value's words.
+ZERO_SHOT_PROMPTS: Dict[str, Tuple[str, Dict[str, str]]] = {
+    "hair_color": ("a photo of a person with {} hair", {}),
+    "hair_length": ("a photo of a person with {} hair", {}),
+    "hat": ("a photo of a person wearing {}", {"none": "no hat", "cap": "a cap", "beanie": "a beanie"}),
+    "upper_color": ("a photo of a person wearing {} upper clothes", {}),
+    "upper_pattern": ("a photo of a person wearing a {} top", {"stripes": "striped", "checks": "checked"}),
+    "upper_sleeve": ("a photo of a person wearing a {} top", {"short": "short-sleeved", "long": "long-sleeved"}),
+    "bag": ("a photo of a person carrying {}", {"none": "no bag", "backpack": "a backpack",
+                                                "handbag": "a handbag", "shoulder_bag": "a shoulder bag"}),
+    "lower_color": ("a photo of a person wearing {} lower clothes", {}),
+    "lower_length": ("a photo of a person wearing {}", {"skirt": "a skirt"}),
+    "shoes": ("a photo of a person wearing {} shoes", {}),
+    "body_shape": ("a photo of a {} person", {"average": "medium-built"}),
+    "height": ("a photo of a {} person", {"average": "average-height"}),
+}
+
+
+def zero_shot_prompts(attribute: str) -> List[str]:
+    """The prompts of ``attribute``, one per value in ``ATTRIBUTE_SCHEMA`` order."""
+    template, words = ZERO_SHOT_PROMPTS[attribute]
+    return [template.format(words.get(value, value)) for value in ATTRIBUTE_SCHEMA[attribute]]
+
+
+@torch.no_grad()
+def encode_images(model: nn.Module, paths: Sequence[str], transform, batch_size: int = 256,
+                  device: str = "cpu") -> Tensor:
+    """L2-normalised image embeddings (N, D) of ``paths``."""
+    chunks = []
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for path in paths[start:start + batch_size]:
+            with Image.open(path) as image:
+                batch.append(transform(image.convert("RGB")))
+        chunks.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def encode_texts(model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 512,
+                 device: str = "cpu") -> Tensor:
+    """L2-normalised text embeddings (N, D) of ``texts``."""
+    chunks = [model.encode_text(tokenizer(list(texts[i:i + batch_size])).to(device), normalize=True).float().cpu()
+              for i in range(0, len(texts), batch_size)]
+    return torch.cat(chunks)
+
+
+@dataclass
+class ZeroShotRow:
+    """Zero-shot accuracy of one attribute on the held-out images where its body region is visible."""
+
+    attribute: str
+    num_values: int
+    images: int
+    accuracy: float
+    majority: float
+    chance: float = field(init=False)
+
+    def __post_init__(self):
+        self.chance = 1.0 / self.num_values
+
+
+def zero_shot_attributes(model: nn.Module, tokenizer, data: os.PathLike, transform, device: str = "cpu",
+                         image_features: Optional[Tensor] = None) -> List[ZeroShotRow]:
+    """Classify every attribute of the held-out people by the nearest prompt (one per value).
+
+    An image counts for an attribute only when the image shows it (``captions.is_visible``: its
+    body region not occluded, and hair not under a hat); build and height count on every image.
+    """
+    data = Path(data)
+    pairs = read_captions(data / VAL_CAPTIONS_FILE)
+    labels = json.loads((data / LABELS_FILE).read_text())
+    people = json.loads((data / ATTRIBUTES_FILE).read_text())["identities"]
+    paths = [path for path, _ in pairs]
+    if image_features is None:
+        image_features = encode_images(model, paths, transform, device=device)
+    rows = []
+    for attribute, values in ATTRIBUTE_SCHEMA.items():
+        text_features = encode_texts(model, tokenizer, zero_shot_prompts(attribute), device=device)
+        predicted = (image_features @ text_features.T).argmax(dim=1).numpy()
+        truth, keep = [], []
+        for index, path in enumerate(paths):
+            label = labels[str(Path(path).relative_to(data))]
+            if not is_visible(attribute, people[label["pid"]], label["regions"]):
+                continue
+            keep.append(index)
+            truth.append(values.index(people[label["pid"]][attribute]))
+        truth = np.asarray(truth)
+        majority = np.bincount(truth, minlength=len(values)).max() / len(truth)
+        rows.append(ZeroShotRow(attribute, len(values), len(truth), float((predicted[keep] == truth).mean()),
+                                float(majority)))
+    return rows
+
+
+def retrieval_recall(image_features: Tensor, text_features: Tensor, ks: Sequence[int] = (1, 5)
+                     ) -> Dict[str, float]:
+    """Image->text and text->image Recall@k of matched pairs (row i of each is one pair).
+
+    Ties count in the pair's favour, so a caption that is word for word another image's
+    (identical text features) does not count against that pair.
+    """
+    similarity = image_features @ text_features.T  # (N, N)
+    ranks_i2t = (similarity > similarity.diag().unsqueeze(1)).sum(dim=1)
+    ranks_t2i = (similarity > similarity.diag().unsqueeze(0)).sum(dim=0)
+    result = {}
+    for k in ks:
+        result[f"image_to_text_R@{k}"] = float((ranks_i2t < k).float().mean())
+        result[f"text_to_image_R@{k}"] = float((ranks_t2i < k).float().mean())
+    return result
+
+
+def load_synthclip(path: os.PathLike, model_name: Optional[str] = None, device: str = "cpu"):
+    """``(model, eval transform, tokenizer, record)`` of a pretrained file, through the project's loader."""
+    record = read_synthclip_record(path) or {}
+    name = model_name or record.get("config", {}).get("model")
+    if not name:
+        raise ValueError(f"{path} does not say which model it is: pass the model name (--model)")
+    model = _clip_loader.create_clip(name, checkpoint_path=str(path)).to(device).eval()
+    return model, eval_transform(name), open_clip.get_tokenizer(name), record
+
+
+def eval_transform(model_name: str):
+    """open_clip's evaluation transform of ``model_name`` with SynthCLIP's resize and normalisation."""
+    return open_clip.image_transform(open_clip.get_model_config(model_name)["vision_cfg"]["image_size"],
+                                     is_train=False, mean=PIXEL_MEAN, std=PIXEL_STD, resize_mode="squash",
+                                     interpolation="bilinear")
+
+
+__all__ += ["CaptionFileError", "PairDataset", "ZeroShotRow", "build_model_and_transforms", "captions_csv",
+            "encode_images", "encode_texts", "eval_transform", "load_synthclip", "zero_shot_prompts"]
