@@ -7,9 +7,10 @@ FAISS_EXTRA ?= cpu
 STAMP := $(VENV)/.agreid-installed
 DATA_ROOT ?= datasets
 DEMO_DIR ?= logs/demo
+SYNTHCLIP ?= pretrained/SynthCLIP-Tiny.pt
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test synthclip clean-demo
 
 install: $(STAMP)
 
@@ -26,7 +27,12 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	bash tools/demo.sh $(DATA_ROOT) $(DEMO_DIR)
+	SYNTHCLIP=$(SYNTHCLIP) bash tools/demo.sh $(DATA_ROOT) $(DEMO_DIR)
+
+# The caption corpus and SynthCLIP alone (reused when its inputs are unchanged); `make demo` does this too.
+synthclip: $(STAMP)
+	$(PY) tools/make_synthetic.py --root $(DATA_ROOT) --preset pretrain --seed 0
+	$(PY) tools/pretrain_clip.py --data $(DATA_ROOT)/SyntheticCaptions --output $(SYNTHCLIP)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
