@@ -217,3 +217,19 @@ def test_two_tiny_runs_train_render_and_resume(tmp_path, tiny_dataset_root):
     # A second sitting skips what is finished and trains nothing.
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("skipped") == 2 and "train:" not in again.stdout
+
+
+def test_a_run_stopped_after_its_evaluation_is_read_from_its_log(tmp_path, tiny_dataset_root, capsys):
+    out = tmp_path / "out"
+    run = out / "runs" / "at" / "seed0"
+    run.mkdir(parents=True)
+    (run / "model_final.pth").write_bytes(b"")
+    (run / "last_checkpoint").write_text("model_final.pth")
+    (run / "log.txt").write_text(LOG)
+    code = ablate.main(["--preset", "tiny", "--runs", "at", "--output", str(out), "--data-root", tiny_dataset_root,
+                        "--no-render", *NO_WEIGHTS])
+    assert code == 0 and "finished earlier" in capsys.readouterr().out
+    record = json.loads((out / "results" / "at" / "seed0.json").read_text())
+    assert record["metrics"]["mAP"] == 17.41 and record["metrics"]["Rank-1"] == 12.5
+    assert record["seconds"] == 120.0  # 07:56:03 to 07:58:03 in the log
+    assert not (run / "stdout.txt").exists()  # nothing was trained

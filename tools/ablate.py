@@ -201,6 +201,26 @@ def _metrics_from_log(log_path: str) -> Dict[str, float]:
     return tables[TEST_SET]
 
 
+def _has_eval(log_path: str) -> bool:
+    if not os.path.isfile(log_path):
+        return False
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        return TEST_SET in ex.parse_eval_tables(f.read())
+
+
+def _logged_seconds(log_path: str) -> float:
+    """Seconds between the first and the last time stamp of a fastreid log (``[MM/DD HH:MM:SS``)."""
+    stamps = []
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("[") and len(line) > 15:
+                try:
+                    stamps.append(datetime.datetime.strptime(line[1:15], "%m/%d %H:%M:%S"))
+                except ValueError:
+                    continue
+    return (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else 0.0
+
+
 # ---------------------------------------------------------------------------------- training
 def run_one(args, run: str, seed: int, cfg, fingerprint: str, results: Dict[str, Dict[int, dict]],
             with_seed: bool, invocation: str) -> Tuple[Optional[dict], bool]:
@@ -245,8 +265,14 @@ def run_one(args, run: str, seed: int, cfg, fingerprint: str, results: Dict[str,
         return None, False
     start = time.time()
     stdout_log = os.path.join(ex.repo_path(output_dir), "stdout.txt")
-    status = ex.run_logged(cmd, stdout_log)
-    seconds = time.time() - start
+    log_txt = os.path.join(ex.repo_path(output_dir), "log.txt")
+    if os.path.isfile(os.path.join(ex.repo_path(output_dir), "model_final.pth")) and _has_eval(log_txt):
+        # Trained and evaluated, but stopped before its results file was written: read the log.
+        print(f"[ablate] {run} seed {seed}: finished earlier, reading {log_txt}")
+        status, seconds = 0, _logged_seconds(log_txt)
+    else:
+        status = ex.run_logged(cmd, stdout_log)
+        seconds = time.time() - start
     if status != 0:
         message = (f"[ablate] {run} seed {seed} failed (exit {status}); its output: {stdout_log}\n"
                    + ex.tail(stdout_log, 15))
