@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def load_pseudo_labels(path: str) -> np.ndarray:
     return state[PSEUDO_LABELS].float().numpy()
 
 
-def identity_attributes(cfg) -> (List[Dict[str, str]], Dict[str, List[str]]):
+def identity_attributes(cfg) -> Tuple[List[Dict[str, str]], Dict[str, List[str]]]:
     """True attributes of the training identities, in the trainer's order (sorted pid strings)."""
     from agreid.engine import dataset_root
     from fastreid.data.datasets import DATASET_REGISTRY
