@@ -32,6 +32,7 @@ from fastreid.modeling import build_model
 from torch import Tensor
 
 import agreid
+from agreid.serialization import load_checkpoint_file, save_checkpoint_file
 
 QUICK_GELU = {"auto": None, "yes": True, "no": False}
 # CLIP-ReID's module names -> this project's (prefix renames; the rest of a key is kept).
@@ -68,10 +69,7 @@ def load_clipreid(path: str) -> Dict[str, Tensor]:
     """CLIP-ReID's state dict at ``path`` (``module.`` prefixes of DataParallel removed)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CLIP-ReID checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a file that is no checkpoint
-        raise ConversionError(f"{path} is not a PyTorch state dict: {error}") from error
+    state = load_checkpoint_file(path)  # never executes code from the file
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not any(k.startswith(("image_encoder.", "module.image_encoder.")) for k in state):
@@ -160,7 +158,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save({"model": model.state_dict(), "converted_from": os.path.abspath(args.clipreid)}, args.output)
+    save_checkpoint_file({"model": model.state_dict(), "converted_from": os.path.abspath(args.clipreid)}, args.output)
     print(f"converted {args.clipreid}: {cfg.MODEL.HEADS.NUM_CLASSES} identities, "
           f"{cfg.MODEL.BACKBONE.NUM_CAMERAS} SIE cameras, {cfg.MODEL.BACKBONE.CLIP_NAME} -> {args.output}")
     print(f"evaluate: python tools/train_net.py --config-file {args.config_file} --eval-only "

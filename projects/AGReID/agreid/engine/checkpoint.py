@@ -331,7 +331,9 @@ def resolve_eval_config(cfg, weights_path: str) -> Dict[str, Any]:
                 _assign(cfg, key, theirs)
     else:
         # Checkpoints without an embedded config: the counts are in the weights' shapes.
+        # "heads.weight": the classifier of fastreid's own Baseline (its model-zoo checkpoints).
         for key, entry in (("MODEL.HEADS.NUM_CLASSES", "classifier.weight"),
+                           ("MODEL.HEADS.NUM_CLASSES", "heads.weight"),
                            ("MODEL.BACKBONE.NUM_CAMERAS", "backbone.camera_embedding")):
             tensor = state.get(entry) if isinstance(state, dict) else None
             if tensor is None or _lookup(cfg, key) is None:
