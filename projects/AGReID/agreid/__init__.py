@@ -8,7 +8,8 @@ from . import compat
 
 compat.apply()
 
-from .config import add_agreid_config, get_agreid_cfg, skip_pretrained_weights  # noqa: E402
+from .config import add_agreid_config, get_agreid_cfg  # noqa: E402
+from .modeling.clip_loader import skip_pretrained_weights  # noqa: E402
 from . import data as _data  # noqa: E402,F401  # registration
 from . import modeling as _modeling  # noqa: E402,F401  # registration
 from . import engine, evaluation  # noqa: E402,F401

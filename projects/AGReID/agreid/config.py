@@ -1,6 +1,4 @@
-"""AG-ReID's config keys, added on top of fastreid's defaults."""
-import logging
-
+"""AG-ReID's config keys, added on top of fastreid's defaults (declarations only)."""
 import torch
 from fastreid.config import CfgNode as CN
 
@@ -140,37 +138,3 @@ def get_agreid_cfg(config_file: str = "", opts=()) -> CN:
 
     apply_no_camera_rule(cfg)
     return cfg
-
-
-def skip_pretrained_weights(cfg: CN) -> None:
-    """Load no pretrained backbone weights: a full checkpoint (``MODEL.WEIGHTS``) follows.
-
-    CLIP backbones take ``"none"`` (random init, explicitly asked); fastreid's own backbones
-    load nothing when the key is empty. The activation is not in a checkpoint: a CLIP model
-    trained from weights that use QuickGELU (OpenAI's) is rebuilt with open_clip's
-    ``-quickgelu`` model of the same name, so its features stay the same.
-    """
-    uses_clip = (cfg.MODEL.META_ARCHITECTURE == "AGReID"
-                 or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone")
-    if not uses_clip:
-        cfg.MODEL.BACKBONE.PRETRAIN = ""
-        return
-    import open_clip
-
-    from .modeling.deploy import clip_uses_quick_gelu
-
-    name = cfg.MODEL.BACKBONE.CLIP_NAME
-    try:
-        quick_gelu = clip_uses_quick_gelu(cfg)
-    except FileNotFoundError:
-        # The pretrained file is not on this machine; OpenAI's release is the usual one.
-        logging.getLogger(__name__).warning(
-            "MODEL.BACKBONE.PRETRAIN_PATH %s is missing here: assuming it was OpenAI's release "
-            "(QuickGELU activations).", cfg.MODEL.BACKBONE.PRETRAIN_PATH)
-        quick_gelu = True
-    if quick_gelu and not name.endswith("-quickgelu"):
-        if f"{name}-quickgelu" not in open_clip.list_models():
-            raise ValueError(f"{name} was trained with QuickGELU but open_clip has no "
-                             f"'{name}-quickgelu' model to rebuild it with.")
-        cfg.MODEL.BACKBONE.CLIP_NAME = f"{name}-quickgelu"
-    cfg.MODEL.BACKBONE.PRETRAIN = "none"

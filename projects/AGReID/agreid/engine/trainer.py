@@ -5,7 +5,7 @@ import logging
 import math
 import os
 import re
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from fastreid.data import build_reid_test_loader, build_reid_train_loader
@@ -16,9 +16,9 @@ from fastreid.utils import comm
 from fastreid.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import skip_pretrained_weights
 from ..data import verify_images
 from ..data.transforms import build_agreid_transforms
+from ..modeling.clip_loader import skip_pretrained_weights
 from ..phases import ALIGN, GUIDE, PHASES, PhasedModel, PhaseSchedule, check_phase
 from .feature_cache import CachedFeatureLoader, compute_feature_cache
 from .cameras import map_test_cameras, record_train_cameras

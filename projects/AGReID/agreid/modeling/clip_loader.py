@@ -111,7 +111,8 @@ def create_clip(model_name: str, *, pretrained: str = "", checkpoint_path: str =
                 f"MODEL.BACKBONE.PRETRAIN_PATH {checkpoint_path!r} is not a file. "
                 + _how_to_get_weights(model_name)
             )
-        return _build_and_load(model_name, checkpoint_path, quick_gelu=_is_torchscript(checkpoint_path))
+        return _build_and_load(model_name, checkpoint_path,
+                               quick_gelu=weights_use_quick_gelu(model_name, checkpoint_path=checkpoint_path))
 
     if pretrained.lower() == RANDOM_INIT:
         logger.warning("CLIP %s: random init (MODEL.BACKBONE.PRETRAIN none).", model_name)
@@ -136,8 +137,67 @@ def create_clip(model_name: str, *, pretrained: str = "", checkpoint_path: str =
             f"Could not download the {pretrained!r} weights of {model_name!r} ({error}). "
             + _how_to_get_weights(model_name)
         ) from error
-    # open_clip's tag configs say whether the weights were trained with QuickGELU (OpenAI's were).
-    return _build_and_load(model_name, downloaded, quick_gelu=tag_cfg.get("quick_gelu", False))
+    return _build_and_load(model_name, downloaded, quick_gelu=weights_use_quick_gelu(model_name, pretrained))
+
+
+def weights_use_quick_gelu(model_name: str, pretrained: str = "", checkpoint_path: str = "") -> bool:
+    """Whether CLIP ``model_name`` with these weights runs QuickGELU: the one rule of the project.
+
+    The activation is not in the weights, and a wrong one silently changes every feature:
+    a model config may ask for it (``*-quickgelu``); OpenAI's TorchScript files and open_clip
+    tags whose config says so (``openai``) get it; random init and other files do not.
+
+    Raises:
+        FileNotFoundError: ``checkpoint_path`` is given but missing, so the rule cannot be applied.
+    """
+    if (open_clip.get_model_config(model_name) or {}).get("quick_gelu", False):
+        return True
+    if checkpoint_path:
+        if not Path(checkpoint_path).is_file():
+            raise FileNotFoundError(
+                f"MODEL.BACKBONE.PRETRAIN_PATH {checkpoint_path!r} is not a file: it tells whether the "
+                "image encoder uses QuickGELU (OpenAI's TorchScript release does). Place it there, or "
+                "say it explicitly (quick_gelu=True/False, --quick-gelu yes/no)."
+            )
+        return _is_torchscript(checkpoint_path)
+    if pretrained and pretrained.lower() != RANDOM_INIT:
+        return bool((open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("quick_gelu", False))
+    return False
+
+
+def clip_uses_quick_gelu(cfg) -> bool:
+    """:func:`weights_use_quick_gelu` for the CLIP model and weights of ``cfg``."""
+    name, pretrained, checkpoint_path = _source(cfg)
+    return weights_use_quick_gelu(name, pretrained, checkpoint_path)
+
+
+def skip_pretrained_weights(cfg) -> None:
+    """Load no pretrained backbone weights: a full checkpoint (``MODEL.WEIGHTS``) follows.
+
+    CLIP backbones take ``"none"`` (random init, explicitly asked); fastreid's own backbones
+    load nothing when the key is empty. The activation is not in a checkpoint: a CLIP model
+    trained from weights that use QuickGELU (:func:`weights_use_quick_gelu`) is rebuilt with
+    open_clip's ``-quickgelu`` model of the same name, so its features stay the same.
+    """
+    uses_clip = (cfg.MODEL.META_ARCHITECTURE == "AGReID"
+                 or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone")
+    if not uses_clip:
+        cfg.MODEL.BACKBONE.PRETRAIN = ""
+        return
+    name = cfg.MODEL.BACKBONE.CLIP_NAME
+    try:
+        quick_gelu = clip_uses_quick_gelu(cfg)
+    except FileNotFoundError:
+        # The pretrained file is not on this machine; OpenAI's release is the usual one.
+        logger.warning("MODEL.BACKBONE.PRETRAIN_PATH %s is missing here: assuming it was OpenAI's release "
+                       "(QuickGELU activations).", cfg.MODEL.BACKBONE.PRETRAIN_PATH)
+        quick_gelu = True
+    if quick_gelu and not name.endswith("-quickgelu"):
+        if f"{name}-quickgelu" not in open_clip.list_models():
+            raise ValueError(f"{name} was trained with QuickGELU but open_clip has no "
+                             f"'{name}-quickgelu' model to rebuild it with.")
+        cfg.MODEL.BACKBONE.CLIP_NAME = f"{name}-quickgelu"
+    cfg.MODEL.BACKBONE.PRETRAIN = RANDOM_INIT
 
 
 def _build_and_load(model_name: str, checkpoint_path: str, *, quick_gelu: bool) -> CLIP:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..serialization import is_safetensors_file, load_checkpoint_file, safetensors_metadata
 from .clip_backbone import CLIPImageEncoder
-from .clip_loader import RANDOM_INIT, _is_torchscript
+from .clip_loader import clip_uses_quick_gelu  # also re-exported: callers import it from here
 from .meta_arch import _DEPLOYED_MODULES, AGReID, test_feature
 
 logger = logging.getLogger(__name__)
@@ -109,34 +109,6 @@ class EncoderSettings:
         for key in ("input_size", "pixel_mean", "pixel_std"):
             values[key] = tuple(values[key])
         return cls(**values)
-
-
-def clip_uses_quick_gelu(cfg) -> bool:
-    """Whether the CLIP model of ``cfg`` was built with QuickGELU, by the rule of ``create_clip``.
-
-    A model config may ask for it; OpenAI's TorchScript files and open_clip tags that say so
-    (``openai``) get it. Random init does not.
-
-    Raises:
-        FileNotFoundError: ``MODEL.BACKBONE.PRETRAIN_PATH`` is set but missing, so the rule
-            cannot be applied; pass ``quick_gelu`` explicitly instead.
-    """
-    clip_name = cfg.MODEL.BACKBONE.CLIP_NAME
-    if (open_clip.get_model_config(clip_name) or {}).get("quick_gelu", False):
-        return True
-    checkpoint_path = str(cfg.MODEL.BACKBONE.PRETRAIN_PATH).strip()
-    if checkpoint_path:
-        if not os.path.isfile(checkpoint_path):
-            raise FileNotFoundError(
-                f"MODEL.BACKBONE.PRETRAIN_PATH {checkpoint_path!r} is not a file: it tells whether the "
-                "image encoder uses QuickGELU (OpenAI's TorchScript release does). Place it there, or "
-                "say it explicitly (quick_gelu=True/False, --quick-gelu yes/no)."
-            )
-        return _is_torchscript(checkpoint_path)
-    pretrained = str(cfg.MODEL.BACKBONE.PRETRAIN).strip()
-    if pretrained and pretrained.lower() != RANDOM_INIT:
-        return bool(open_clip.get_pretrained_cfg(clip_name, pretrained).get("quick_gelu", False))
-    return False
 
 
 class DeployedImageEncoder(nn.Module):

@@ -16,7 +16,8 @@ from ..phases import ALIGN, PHASES, check_phase  # noqa: F401  # PHASES: re-expo
 from .attribute_head import AttributeHead
 from .clip_backbone import CLIPImageEncoder, ImageFeatures
 from .clip_loader import shared_clip
-from .losses import attribute_loss, image_to_text_ce, parse_threshold, supcon_loss
+from .losses import attribute_loss, image_to_text_ce, supcon_loss
+from .noise_mask import threshold_from_config
 from .prompts import PromptLearner
 from .text_encoder import TextEncoder
 
@@ -29,19 +30,6 @@ _GUIDE_MODULES = ("backbone", "bnneck", "bnneck_proj", "classifier", "classifier
 _FROZEN_PARAMETERS = ("bnneck.bias", "bnneck_proj.bias")
 # What a deployed model needs: the image encoder, and the BNNecks for MODEL.HEADS.NECK_FEAT "after".
 _DEPLOYED_MODULES = ("backbone", "bnneck", "bnneck_proj")
-
-
-def _threshold_from_config(attr_cfg):
-    """gamma of the noise mask from ``MODEL.ATTR.THRESHOLD`` (+ ``THRESHOLD_VALUE`` when "fixed")."""
-    method = attr_cfg.THRESHOLD.strip().lower()
-    if method == "none":
-        return None
-    if method == "fixed":
-        return parse_threshold(float(attr_cfg.THRESHOLD_VALUE))
-    if method in ("otsu",) or method.startswith("p"):
-        return parse_threshold(method)
-    raise ValueError(f"MODEL.ATTR.THRESHOLD {attr_cfg.THRESHOLD!r}: use otsu, p50, p75, p90, fixed "
-                     f"(with MODEL.ATTR.THRESHOLD_VALUE) or none.")
 
 
 def test_feature(features: ImageFeatures, bnneck: Optional[nn.Module] = None,
@@ -59,7 +47,7 @@ def test_feature(features: ImageFeatures, bnneck: Optional[nn.Module] = None,
 
 @META_ARCH_REGISTRY.register()
 class AGReID(Baseline):
-    """AG-ReID: attribute guidance with inherent pseudo-labels (SPEC sections 1-3).
+    """AG-ReID: attribute guidance with inherent pseudo-labels (docs/METHOD.md).
 
     fastreid's ``backbone`` is the CLIP image encoder E_M (:func:`build_clip_backbone`) and its
     ``heads`` the attribute encoder E_A (:class:`AttributeHead`, None when MODEL.ATTR.ENABLED is
@@ -162,7 +150,7 @@ class AGReID(Baseline):
             "attr": {
                 "align_weight": cfg.MODEL.ATTR.ALIGN_WEIGHT,
                 "guide_weight": cfg.MODEL.ATTR.GUIDE_WEIGHT,
-                "threshold": _threshold_from_config(cfg.MODEL.ATTR),
+                "threshold": threshold_from_config(cfg),
                 "align_grad_to_prompts": cfg.MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS,
             },
         })
