@@ -97,7 +97,7 @@ def main(argv=None) -> int:
                      metrics["feature size"], f"{metrics['images/s']:.1f}"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     title = f"{dataset}, {device}, torch threads {torch.get_num_threads()}"
-    table = tabulate(rows, headers=COLUMNS, tablefmt="github")
+    table = tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True)  # keep "0.0"
     print(title)
     print(table)
     if args.markdown:
