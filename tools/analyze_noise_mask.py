@@ -155,10 +155,10 @@ def encode_similarities(model, cfg, items, pid_rows: Dict, cam_rows: Dict, augme
     import torch.nn.functional as F
     from fastreid.data.build import build_reid_test_loader
     from fastreid.data.common import CommDataset
-    from fastreid.data.transforms import build_transforms
+    from agreid.data.transforms import build_agreid_transforms
 
     relabelled = [(path, pid_rows[pid], cam_rows[cam]) for path, pid, cam in items]
-    dataset = CommDataset(relabelled, build_transforms(cfg, is_train=augment), relabel=False)
+    dataset = CommDataset(relabelled, build_agreid_transforms(cfg, is_train=augment), relabel=False)
     loader, _ = build_reid_test_loader(dataset, cfg.TEST.IMS_PER_BATCH, 0, num_workers=0)
     sims = []
     with torch.no_grad():

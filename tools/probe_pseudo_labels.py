@@ -28,13 +28,13 @@ from sklearn.preprocessing import StandardScaler
 from tabulate import tabulate
 
 import agreid
+from agreid.data.transforms import build_agreid_transforms
 from agreid.engine import AGReIDTrainer, dataset_root
 from agreid.engine.trainer import natural_key
 from agreid.modeling.losses import otsu_threshold
 from fastreid.data.build import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
-from fastreid.data.transforms import build_transforms
 
 
 def parse_args():
@@ -73,7 +73,7 @@ def mask_by_occlusion(model, cfg, items, occluded: np.ndarray, pid_rows: dict, c
     trainer's relabelled indices.
     """
     relabelled = [(path, pid_rows[pid], cam_rows[cam]) for path, pid, cam in items]
-    dataset = CommDataset(relabelled, build_transforms(cfg, is_train=False), relabel=False)
+    dataset = CommDataset(relabelled, build_agreid_transforms(cfg, is_train=False), relabel=False)
     loader, _ = build_reid_test_loader(dataset, cfg.TEST.IMS_PER_BATCH, 0, num_workers=0)
     sims = []
     for batch in loader:
