@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from torch import nn
 
 from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_run
 from agreid import Predictor

@@ -73,8 +73,11 @@ class Column:
         self.similarity = torch.nn.functional.cosine_similarity(mapper.features(images), reference[None], dim=1)
 
 
-def slot_mask(weights: str, config_file: str, opts, paths: List[str], images: torch.Tensor) -> torch.Tensor:
-    """The noise mask (N, r) of an AG-ReID training checkpoint for training images ``paths``."""
+def slot_mask(weights: str, config_file: str, opts, paths: List[str], images: torch.Tensor) -> Optional[torch.Tensor]:
+    """The noise mask (N, r) of an AG-ReID training checkpoint for training images ``paths``.
+
+    None for a model without an attribute encoder (e.g. the CLIP-ReID baseline).
+    """
     from agreid.engine import AGReIDTrainer
     from fastreid.data.common import CommDataset
     from fastreid.data.datasets import DATASET_REGISTRY
@@ -84,6 +87,10 @@ def slot_mask(weights: str, config_file: str, opts, paths: List[str], images: to
         raise ValueError(f"--attributes needs the training config of {weights} (config.yaml beside it or --config-file).")
     cfg.MODEL.WEIGHTS = weights
     model = AGReIDTrainer.build_trained_model(cfg)
+    if getattr(model, "heads", None) is None or not hasattr(model, "prompt_learner"):
+        # E.g. the CLIP-ReID baseline beside AG-ReID: no attribute encoder, no strip.
+        logging.getLogger(__name__).warning("%s has no attribute encoder: no attribute strip for it.", weights)
+        return None
     root = cfg.DATASETS.ROOT or os.getenv("FASTREID_DATASETS", "datasets")
     items = [item for name in cfg.DATASETS.NAMES for item in DATASET_REGISTRY.get(name)(root=root, cfg=cfg).train]
     # The trainer's relabelling: sorted identities and cameras (CommDataset's rule).
