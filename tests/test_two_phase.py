@@ -238,4 +238,5 @@ def test_rank_list_picture(repo_root, tiny_dataset_root, two_phase_run, tmp_path
         cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     width, height = Image.open(out).size
-    assert width == 6 * (64 + 8) + 12 and height == 3 * (128 + 8 + 16)  # query + 5 matches, 3 rows
+    # query + gap + 5 matches; 3 rows of title line, tile and 1/0 caption line
+    assert width == 6 * (64 + 8) + 16 and height == 3 * (14 + 128 + 8 + 14)
