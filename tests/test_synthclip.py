@@ -1,4 +1,5 @@
 """SynthCLIP: pretraining lowers the contrastive loss, resumes exactly, loads where configs expect it."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,28 +8,35 @@ import open_clip
 import pytest
 import torch
 from open_clip.loss import ClipLoss
+from PIL import Image
 
 from agreid import synthclip
 from agreid.data.captions import CAPTION_DIR, generate_captions, read_captions
 from agreid.synthclip import PretrainConfig, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(batch_size=32, warmup_steps=3, lr=1e-3)
+# A micro CLIP for the tests that need learning within seconds (the shipped tiny one needs minutes).
+MICRO = {"embed_dim": 32,
+         "vision_cfg": {"image_size": [128, 64], "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+         "text_cfg": {"context_length": 52, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+FAST = dict(model="Test-Micro-ViT", batch_size=64, warmup_steps=20, lr=2e-3)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("captions")
     generate_captions(root, preset="pretrain-tiny", seed=0)
+    configs = tmp_path_factory.mktemp("model_configs")
+    (configs / "Test-Micro-ViT.json").write_text(json.dumps(MICRO))
+    open_clip.add_model_config(configs)
     return root / CAPTION_DIR
 
 
 def _fixed_batch_loss(model, corpus, count=64):
-    _, _, transform = synthclip.build_model_and_transforms("AGReID-Tiny-ViT")
+    transform = synthclip.eval_transform(FAST["model"])
     pairs = read_captions(corpus / "captions.csv")[:count]
-    tokenizer = open_clip.get_tokenizer("AGReID-Tiny-ViT")
-    images = torch.stack([transform(__import__("PIL.Image", fromlist=["Image"]).open(p).convert("RGB"))
-                          for p, _ in pairs])
+    tokenizer = open_clip.get_tokenizer(FAST["model"])
+    images = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in pairs])
     model.eval()
     with torch.no_grad():
         return ClipLoss()(*model(images, tokenizer([c for _, c in pairs]))[:3]).item()
@@ -37,27 +45,28 @@ def _fixed_batch_loss(model, corpus, count=64):
 @pytest.fixture(scope="module")
 def pretrained(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("synthclip") / "synthclip.pt"
-    record = pretrain(corpus, out, PretrainConfig(epochs=6, **TINY), num_workers=0)
+    record = pretrain(corpus, out, PretrainConfig(epochs=20, **FAST), num_workers=0)
     return out, record
 
 
 def test_pretraining_lowers_the_contrastive_loss(corpus, pretrained):
     out, record = pretrained
     torch.manual_seed(0)
-    untrained = open_clip.create_model("AGReID-Tiny-ViT")
-    trained = open_clip.create_model("AGReID-Tiny-ViT", pretrained=str(out))
+    untrained = open_clip.create_model(FAST["model"])
+    trained = open_clip.create_model(FAST["model"], pretrained=str(out))
     before, after = _fixed_batch_loss(untrained, corpus), _fixed_batch_loss(trained, corpus)
     assert after < before - 0.3, (before, after)
-    assert record["steps"] == 6 * (192 // 32)
+    assert record["steps"] == 20 * (960 // 64)
     assert record["image_mean"] == [0.5, 0.5, 0.5]
     assert not Path(str(out) + ".resume").exists()
 
 
-def test_config_loads_it_through_pretrain_path(pretrained):
+def test_config_loads_it_through_pretrain_path(corpus, tmp_path):
     import agreid
     from fastreid.modeling import build_model
 
-    out, _ = pretrained
+    out = tmp_path / "tiny.pt"
+    pretrain(corpus, out, PretrainConfig(epochs=1, batch_size=32, warmup_steps=1), num_workers=0, max_steps=2)
     cfg = agreid.get_agreid_cfg(str(REPO / "configs/Synthetic/agreid.yml"), [
         "MODEL.BACKBONE.PRETRAIN_PATH", str(out), "MODEL.HEADS.NUM_CLASSES", "4", "MODEL.BACKBONE.NUM_CAMERAS", "2",
         "MODEL.DEVICE", "cpu"])
@@ -69,11 +78,11 @@ def test_config_loads_it_through_pretrain_path(pretrained):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(corpus, tmp_path, monkeypatch):
-    config = PretrainConfig(epochs=2, **TINY)
+    config = PretrainConfig(epochs=2, **FAST)
     straight = pretrain(corpus, tmp_path / "straight.pt", config, num_workers=0)
 
     original = synthclip._lr_at
-    steps_per_epoch = 192 // 32
+    steps_per_epoch = 960 // 64
 
     def killed_in_epoch_two(step, total, cfg):
         if step == steps_per_epoch + 1:
@@ -99,7 +108,7 @@ def _tool(*args):
 
 def test_tool_reuses_an_up_to_date_file_and_names_bad_input(corpus, tmp_path):
     out = tmp_path / "s.pt"
-    args = ["--data", str(corpus), "--output", str(out), "--epochs", "1", "--batch-size", "64", "--workers", "0"]
+    args = ["--data", str(corpus), "--output", str(out), "--epochs", "1", "--batch-size", "320", "--workers", "0"]
     first = _tool(*args)
     assert first.returncode == 0, first.stderr
     assert "SynthCLIP written to" in first.stdout
@@ -116,11 +125,12 @@ def test_tool_reuses_an_up_to_date_file_and_names_bad_input(corpus, tmp_path):
 
 def test_zero_shot_of_a_short_pretraining_is_above_chance(corpus, pretrained):
     model, transform, tokenizer, record = synthclip.load_synthclip(pretrained[0])
-    assert record["config"]["model"] == "AGReID-Tiny-ViT"
+    assert record["config"]["model"] == FAST["model"]
     rows = {r.attribute: r for r in synthclip.zero_shot_attributes(model, tokenizer, corpus, transform)}
     assert set(rows) == set(synthclip.ZERO_SHOT_PROMPTS)
-    best = max(rows[a].accuracy - rows[a].majority for a in ("lower_color", "upper_color", "shoes"))
-    assert best > 0.1, {a: (r.accuracy, r.majority) for a, r in rows.items()}
+    upper = rows["upper_color"]
+    # 8 colours: chance 0.125; always answering the most frequent colour gets about as much.
+    assert upper.images > 80 and upper.accuracy > 2 * upper.chance and upper.accuracy > upper.majority + 0.1, upper
 
 
 def test_retrieval_recall_by_hand():

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from agreid.data.captions import VAL_CAPTIONS_FILE, CaptionFileError, read_captions
-from agreid.synthclip import (encode_images, encode_texts, load_synthclip, retrieval_recall,
-                              zero_shot_attributes, zero_shot_prompts)
+from agreid.synthclip import (encode_images, encode_texts, linear_probe_attributes, load_synthclip,
+                              retrieval_recall, zero_shot_attributes, zero_shot_prompts)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,19 +33,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="write the numbers as JSON here")
     parser.add_argument("--markdown", default=None, help="write the tables as Markdown here")
     parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
+    parser.add_argument("--linear-probe", action="store_true",
+                        help="also a 5-fold logistic-regression probe from the image embeddings to each attribute")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
 
-def markdown(rows, recall, weights: str) -> str:
-    """The zero-shot and retrieval tables."""
+def markdown(rows, recall, weights: str, probe=None) -> str:
+    """The zero-shot and retrieval tables (and the linear probe's column when measured)."""
     lines = [f"Zero-shot attribute classification of `{weights}` on held-out people "
              "(images where the attribute's body region is visible):", "",
-             "| attribute | values | images | zero-shot accuracy | majority class | chance | prompt (first value) |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| attribute | values | images | zero-shot accuracy | majority class | chance |"
+             + (" linear probe |" if probe else "") + " prompt (first value) |",
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if probe else "") + "---|"]
     for row in rows:
+        probe_cell = f" {probe[row.attribute]:.3f} |" if probe else ""
         lines.append(f"| {row.attribute} | {row.num_values} | {row.images} | **{row.accuracy:.3f}** | "
-                     f"{row.majority:.3f} | {row.chance:.3f} | {zero_shot_prompts(row.attribute)[0]} |")
+                     f"{row.majority:.3f} | {row.chance:.3f} |{probe_cell} {zero_shot_prompts(row.attribute)[0]} |")
     lines += ["", "| retrieval on held-out pairs | R@1 | R@5 |", "|---|---:|---:|"]
     for direction in ("image_to_text", "text_to_image"):
         lines.append(f"| {direction.replace('_', ' ')} | {recall[direction + '_R@1']:.3f} | "
@@ -92,10 +96,12 @@ def main(argv=None) -> int:
         return 2
     text_features = encode_texts(model, tokenizer, [c for _, c in pairs], device=args.device)
     recall = retrieval_recall(image_features, text_features)
-    table = markdown(rows, recall, args.weights)
+    probe = linear_probe_attributes(image_features, args.data) if args.linear_probe else None
+    table = markdown(rows, recall, args.weights, probe)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"zero_shot": [vars(r) for r in rows], "retrieval": recall},
+        Path(args.json).write_text(json.dumps({"zero_shot": [vars(r) for r in rows], "retrieval": recall,
+                                               "linear_probe": probe},
                                               indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(table)

@@ -122,6 +122,7 @@ def captions_csv(data: os.PathLike) -> Path:
 def inputs_fingerprint(data: os.PathLike, config: PretrainConfig) -> str:
     """A hash of everything the pretrained weights depend on: captions, corpus marker, model, recipe."""
     csv_path = captions_csv(data)
+    read_captions(csv_path, check_images=False)  # a missing or malformed file is named here
     digest = hashlib.sha256()
     digest.update(csv_path.read_bytes())
     marker = csv_path.parent / "done.json"
@@ -417,6 +418,34 @@ def zero_shot_attributes(model: nn.Module, tokenizer, data: os.PathLike, transfo
     return rows
 
 
+def linear_probe_attributes(image_features: Tensor, data: os.PathLike, folds: int = 5) -> Dict[str, float]:
+    """Cross-validated accuracy of a logistic regression from image embeddings to each attribute.
+
+    Tells whether the image tower holds an attribute at all, whatever the words: the same
+    held-out images and visibility rule as :func:`zero_shot_attributes` (row i of
+    ``image_features`` is row i of ``captions_val.csv``).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    data = Path(data)
+    pairs = read_captions(data / VAL_CAPTIONS_FILE, check_images=False)
+    labels = json.loads((data / LABELS_FILE).read_text())
+    people = json.loads((data / ATTRIBUTES_FILE).read_text())["identities"]
+    result = {}
+    for attribute in ATTRIBUTE_SCHEMA:
+        rows, truth = [], []
+        for index, (path, _) in enumerate(pairs):
+            label = labels[str(Path(path).relative_to(data))]
+            if is_visible(attribute, people[label["pid"]], label["regions"]):
+                rows.append(index)
+                truth.append(people[label["pid"]][attribute])
+        scores = cross_val_score(LogisticRegression(max_iter=2000), image_features[rows].numpy(),
+                                 np.asarray(truth), cv=folds)
+        result[attribute] = float(scores.mean())
+    return result
+
+
 def retrieval_recall(image_features: Tensor, text_features: Tensor, ks: Sequence[int] = (1, 5)
                      ) -> Dict[str, float]:
     """Image->text and text->image Recall@k of matched pairs (row i of each is one pair).
@@ -452,4 +481,4 @@ def eval_transform(model_name: str):
 
 
 __all__ += ["CaptionFileError", "PairDataset", "ZeroShotRow", "build_model_and_transforms", "captions_csv",
-            "encode_images", "encode_texts", "eval_transform", "load_synthclip", "zero_shot_prompts"]
+            "encode_images", "encode_texts", "eval_transform", "linear_probe_attributes", "load_synthclip", "zero_shot_prompts"]

@@ -91,7 +91,7 @@ class CaptionPreset:
 
 CAPTION_PRESETS: Dict[str, CaptionPreset] = {
     # For unit tests: a few seconds.
-    "pretrain-tiny": CaptionPreset(num_ids=96, images_per_id=2, num_val_ids=32, val_images_per_id=2, num_cameras=6),
+    "pretrain-tiny": CaptionPreset(num_ids=480, images_per_id=2, num_val_ids=48, val_images_per_id=2, num_cameras=6),
     # For SynthCLIP: 30,000 pretraining pairs of 10,000 people, 2,000 held-out pairs.
     "pretrain": CaptionPreset(num_ids=10000, images_per_id=3, num_val_ids=1000, val_images_per_id=2),
 }
