@@ -25,7 +25,7 @@ class Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def train_net(*args, timeout=300, env=None):
+def train_net(*args, timeout=600, env=None):
     """Run tools/train_net.py; returns the CompletedProcess (no check)."""
     return subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
