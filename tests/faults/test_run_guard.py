@@ -1,0 +1,120 @@
+"""Before any work: the seed is set and recorded, the output folder is locked and writable,
+and the user's config mistakes end in one line without a traceback."""
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from agreid.engine.run_guard import LOCK_FILE, OutputDirError, OutputDirLock
+from agreid.serialization import load_checkpoint_file
+from faultkit import CONFIG, REPO, tiny_args, train_net
+
+
+def _final_weights(out):
+    return load_checkpoint_file(out / "model_final.pth")["model"]
+
+
+def test_same_seed_same_weights(tiny_run, tiny_dataset_root, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        proc = train_net(*tiny_args(tiny_dataset_root, out, "SEED", "7", "DETERMINISTIC", "True"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "SEED: 7" in (out / "config.yaml").read_text()
+        assert "Seed 7 (SEED 7 + rank 0), deterministic algorithms only" in (out / "log.txt").read_text()
+        runs.append(_final_weights(out))
+    a, b = runs
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # A run of another seed trains other weights (the comparison above can fail).
+    other = _final_weights(tiny_run)
+    assert not torch.equal(a["backbone.visual.conv1.weight"], other["backbone.visual.conv1.weight"])
+
+
+def test_random_seed_is_recorded(tiny_run):
+    config = (tiny_run / "config.yaml").read_text()
+    seed = int(next(line.split(":")[1] for line in config.splitlines() if line.startswith("SEED:")))
+    assert seed >= 0 and f"Seed {seed} (SEED {seed} + rank 0)" in (tiny_run / "log.txt").read_text()
+
+
+def test_second_run_in_the_same_folder_refuses(tiny_dataset_root, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    # A live holder: this test process.
+    (out / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                             "started": "2026-01-01 00:00:00"}))
+    proc = train_net(*tiny_args(tiny_dataset_root, out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"in use by a running training (pid {os.getpid()} on host {socket.gethostname()}" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing of the first run touched
+
+
+def test_lock_of_a_dead_run_is_taken_over_and_released(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with OutputDirLock(str(tmp_path)) as lock:
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+        with pytest.raises(OutputDirError, match=f"pid {os.getpid()}"):
+            OutputDirLock(str(tmp_path)).acquire()
+    assert not (tmp_path / LOCK_FILE).exists() and lock is not None
+
+
+def _read_only_dir(tmp_path):
+    if os.geteuid() == 0:  # root writes through permission bits; /sys refuses everyone
+        return "/sys/agreid-read-only-test"
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return str(folder / "out")
+
+
+def test_read_only_output_dir(tiny_dataset_root, tmp_path):
+    out = _read_only_dir(tmp_path)
+    proc = train_net(*tiny_args(tiny_dataset_root, out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"OUTPUT_DIR {out!r}" in proc.stderr and ("not writable" in proc.stderr or "cannot be created" in proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def train_net_module():
+    """tools/train_net.py imported, to run its command line in this process (fast)."""
+    spec = importlib.util.spec_from_file_location("train_net_tool", os.path.join(REPO, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_in_process(module, argv, capsys):
+    from fastreid.engine import default_argument_parser
+
+    code = module.run(default_argument_parser().parse_args(argv))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opts, expected", [
+    (["MODEL.BACKBONE.STRIDEE", "12"], "Non-existent key: MODEL.BACKBONE.STRIDEE"),
+    (["SOLVER.MAX_EPOCH", "many"], "for config key: SOLVER.MAX_EPOCH"),
+    (["SOLVER.MAX_EPOCH"], "odd length"),
+    (["MODEL.PROMPT.TEMPLATE", "a photo of a person"], "has no learnable 'X' word"),
+    (["MODEL.ATTR.THRESHOLD", "otsuu"], "otsuu"),
+])
+def test_config_mistakes_are_one_line(train_net_module, capsys, tiny_dataset_root, tmp_path, opts, expected):
+    argv = tiny_args(tiny_dataset_root, tmp_path / "out") + opts
+    code, err = _run_in_process(train_net_module, argv, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err[-2000:]
+    assert "Traceback" not in err
+
+
+def test_unknown_key_in_a_yaml_file(train_net_module, capsys, tmp_path, tiny_dataset_root):
+    leaf = tmp_path / "leaf.yml"
+    leaf.write_text(f"_BASE_: {os.path.join(REPO, CONFIG)}\nSOLVER:\n  MAX_EPOCHS: 3\n")
+    code, err = _run_in_process(train_net_module, ["--config-file", str(leaf), "DATASETS.ROOT",
+                                                   tiny_dataset_root, "OUTPUT_DIR", str(tmp_path / "o")], capsys)
+    assert code == 2 and "SOLVER.MAX_EPOCHS" in err and str(leaf) in err and "Traceback" not in err
