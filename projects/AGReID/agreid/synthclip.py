@@ -36,6 +36,7 @@ from tqdm import tqdm
 from .data.captions import CAPTIONS_FILE, LABELS_FILE, VAL_CAPTIONS_FILE, CaptionFileError, is_visible, read_captions
 from .data.synthetic import ATTRIBUTES_FILE, ATTRIBUTE_SCHEMA
 from .modeling import clip_loader as _clip_loader  # registers the project's open_clip model configs
+from .serialization import CheckpointFileError, load_checkpoint_file, save_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -136,23 +137,10 @@ def inputs_fingerprint(data: os.PathLike, config: PretrainConfig) -> str:
 def read_synthclip_record(path: os.PathLike) -> Optional[Dict[str, Any]]:
     """The ``synthclip`` record of a pretrained file, or None (not a SynthCLIP file, or unreadable)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError):
+        checkpoint = load_checkpoint_file(path)
+    except (OSError, CheckpointFileError):
         return None
     return checkpoint.get(RECORD_KEY) if isinstance(checkpoint, dict) else None
-
-
-def _atomic_save(payload: Dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    try:
-        with open(partial, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -241,7 +229,7 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
 
     start_epoch, step = 0, 0
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        state = load_checkpoint_file(state_path)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
@@ -303,7 +291,7 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
                     time.perf_counter() - started)
         if max_steps is not None and step >= max_steps:
             break
-        _atomic_save({"fingerprint": fingerprint, "state_dict": model.state_dict(),
+        save_checkpoint_file({"fingerprint": fingerprint, "state_dict": model.state_dict(),
                       "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                       "epoch": epoch + 1, "step": step}, state_path)
     if writer is not None:
@@ -314,7 +302,7 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
               "seconds": round(time.perf_counter() - started, 1), "device": device,
               "image_mean": list(PIXEL_MEAN), "image_std": list(PIXEL_STD)}
     state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    _atomic_save({"name": config.model, "state_dict": state_dict, RECORD_KEY: record}, output)
+    save_checkpoint_file({"name": config.model, "state_dict": state_dict, RECORD_KEY: record}, output)
     state_path.unlink(missing_ok=True)
     logger.info("SynthCLIP written to %s (%d steps, final loss %.4f)", output, step, loss_value)
     return record
