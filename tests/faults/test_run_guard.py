@@ -102,7 +102,6 @@ def _run_in_process(module, argv, capsys):
     (["SOLVER.MAX_EPOCH", "many"], "for config key: SOLVER.MAX_EPOCH"),
     (["SOLVER.MAX_EPOCH"], "odd length"),
     (["MODEL.PROMPT.TEMPLATE", "a photo of a person"], "has no learnable 'X' word"),
-    (["MODEL.ATTR.THRESHOLD", "otsuu"], "otsuu"),
 ])
 def test_config_mistakes_are_one_line(train_net_module, capsys, tiny_dataset_root, tmp_path, opts, expected):
     argv = tiny_args(tiny_dataset_root, tmp_path / "out") + opts
