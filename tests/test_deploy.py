@@ -35,6 +35,7 @@ def _cfg(*opts):
     cfg.merge_from_file(os.path.join(REPO, "configs/Synthetic/agreid.yml"))
     cfg.merge_from_list([
         "MODEL.BACKBONE.PRETRAIN", "none",
+        "MODEL.BACKBONE.PRETRAIN_PATH", "",
         "MODEL.HEADS.NUM_CLASSES", NUM_IDS,
         "MODEL.BACKBONE.NUM_CAMERAS", NUM_CAMERAS,
         "MODEL.DEVICE", "cpu",

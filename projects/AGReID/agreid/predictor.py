@@ -5,7 +5,7 @@
     features = predictor(["a.jpg", "b.jpg"])                        # (2, D), L2-normalised
 
 Images are read with PIL, resized and turned into 0-255 tensors by fastreid's own test
-transforms (bicubic resize to the encoder's input size, ``ToTensor``), and normalised inside
+transforms (the trained resize to the encoder's input size, ``ToTensor``), and normalised inside
 the encoder, with the settings stored with the weights. A training checkpoint needs the config
 it was trained with: given, or ``config.yaml`` beside the checkpoint (fastreid's
 ``OUTPUT_DIR`` layout); an exported encoder carries its settings.
@@ -128,9 +128,10 @@ def _read_list(list_file: str) -> Tuple[List[str], Optional[List[int]]]:
     return [os.path.join(base, line.strip()) for line in lines], None
 
 
-def inference_transform(input_size) -> T.Compose:
-    """fastreid's test-time transform for ``input_size`` (height, width): bicubic resize, 0-255 tensor."""
-    return T.Compose([T.Resize(tuple(input_size), interpolation=T.InterpolationMode.BICUBIC), ToTensor()])
+def inference_transform(input_size, interpolation: str = "bilinear") -> T.Compose:
+    """The test-time transform for ``input_size`` (height, width): resize as trained, 0-255 tensor."""
+    mode = T.InterpolationMode(interpolation)
+    return T.Compose([T.Resize(tuple(input_size), interpolation=mode), ToTensor()])
 
 
 def camera_agnostic_encoder(encoder: DeployedImageEncoder, camera: Union[str, int] = "mean") -> DeployedImageEncoder:
@@ -242,7 +243,8 @@ class Predictor:
         self.camera = camera
         self.agnostic_encoder = camera_agnostic_encoder(self.encoder, camera)
         self.batch_size, self.num_workers, self.progress = int(batch_size), int(num_workers), progress
-        self.transform = inference_transform(self.input_size)
+        settings = getattr(self.encoder, "settings", None)
+        self.transform = inference_transform(self.input_size, settings.interpolation if settings else "bilinear")
 
     @property
     def input_size(self):

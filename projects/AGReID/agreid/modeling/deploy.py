@@ -55,6 +55,8 @@ class EncoderSettings:
         sie_coe: SIE coefficient.
         neck_feat: test feature ``before`` or ``after`` the BNNecks.
         pixel_mean, pixel_std: per-channel normalisation of 0-255 images.
+        interpolation: the resize of test images (``INPUT.INTERPOLATION_TEST``), so that the
+            features of a user's images match the evaluated ones.
         last_stride: stride of a ResNet's layer4 (``MODEL.BACKBONE.LAST_STRIDE``; 2 in files
             written before the key existed).
     """
@@ -70,6 +72,8 @@ class EncoderSettings:
     pixel_mean: Tuple[float, float, float]
     pixel_std: Tuple[float, float, float]
     last_stride: int = 2
+    # Test-time resize (INPUT.INTERPOLATION_TEST); files written before the key existed resized bicubically.
+    interpolation: str = "bicubic"
 
     @classmethod
     def from_config(cls, cfg, *, num_cameras: int, quick_gelu: Optional[bool] = None) -> "EncoderSettings":
@@ -96,6 +100,7 @@ class EncoderSettings:
             pixel_mean=tuple(float(v) for v in cfg.MODEL.PIXEL_MEAN),
             pixel_std=tuple(float(v) for v in cfg.MODEL.PIXEL_STD),
             last_stride=int(cfg.MODEL.BACKBONE.LAST_STRIDE),
+            interpolation=str(cfg.INPUT.INTERPOLATION_TEST),
         )
 
     def to_dict(self) -> dict:
