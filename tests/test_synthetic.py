@@ -157,7 +157,7 @@ def test_is_complete_and_second_call_is_a_no_op(tmp_path):
         synthetic.generate(tmp_path, "tiny", seed=1)
 
 
-def test_presets_match_the_brief():
+def test_presets_match_their_documented_sizes():
     small, large = synthetic.PRESETS["small"], synthetic.PRESETS["large"]
     assert small.num_train_ids >= 100 and small.num_test_ids >= 100
     assert large.num_train_ids >= 700 and large.num_test_ids >= 1000

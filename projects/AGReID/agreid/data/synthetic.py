@@ -1,4 +1,4 @@
-"""Deterministic synthetic occluded person re-identification data (SPEC §7).
+"""Deterministic synthetic occluded person re-identification data.
 
 Draws pedestrian-like images with known attributes (body shape, height, hair, clothes,
 bag, hat, shoes) seen by cameras that differ in colour cast, brightness, blur, scale and
