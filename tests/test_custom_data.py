@@ -69,7 +69,7 @@ def test_reid_list_without_cameras_turns_sie_off_and_separates_query_from_galler
         _write_csv(tmp_path / f"{split}.csv", items, with_camids=False)
     opts = ["DATASETS.NAMES", '("ReIDList",)', "DATASETS.TESTS", '("ReIDList",)',
             "DATASETS.LIST.TRAIN", "train.csv", "DATASETS.LIST.QUERY", "query.csv", "DATASETS.LIST.GALLERY",
-            "gallery.csv", "MODEL.BACKBONE.PRETRAIN", "none", "SOLVER.IMS_PER_BATCH", "16",
+            "gallery.csv", "MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", "", "SOLVER.IMS_PER_BATCH", "16",
             "OUTPUT_DIR", str(tmp_path / "out")]
     with caplog.at_level(logging.WARNING):
         cfg = _cfg(tmp_path, *opts)
