@@ -299,13 +299,6 @@ def _make_plan(preset: CaptionPreset, people: Dict[int, Dict[str, Any]], seed: i
     return plan["train"] + plan["val"]
 
 
-def _read_marker(folder: Path) -> Optional[Dict[str, Any]]:
-    try:
-        return json.loads((folder / "done.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _write_csv(path: Path, rows: List[Tuple[str, str]]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
@@ -336,11 +329,11 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
     config = CAPTION_PRESETS[preset]
     root = Path(root)
     folder = root / CAPTION_DIR
-    marker = _read_marker(folder)
+    marker = synthetic._read_marker(folder)
     if marker is not None and (marker.get("preset"), marker.get("seed"), marker.get("version")) == (
             preset, seed, CAPTIONS_VERSION):
         logger.info("Caption corpus %s (preset %s, seed %d) is already complete", folder, preset, seed)
-        return {"path": str(folder), **{k: marker[k] for k in ("preset", "seed", "splits")}, "skipped": True}
+        return synthetic._summary(marker, folder, skipped=True)
     if folder.exists() and not overwrite:
         found = (f"a corpus with preset {marker.get('preset')!r}, seed {marker.get('seed')!r}, "
                  f"version {marker.get('version')!r}" if marker else "an unfinished or foreign folder")
@@ -381,7 +374,7 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
                              "occluded": sum(item["occluded"] for item in names)}
         new_marker = {"preset": preset, "seed": seed, "version": CAPTIONS_VERSION, "splits": splits,
                       "config": asdict(config)}
-        synthetic._write_json(work_dir / "done.json", new_marker)
+        synthetic._write_json(work_dir / synthetic.MARKER_FILE, new_marker)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(work_dir, folder)
@@ -390,7 +383,7 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
         raise
     os.chmod(folder, 0o755)
     logger.info("Wrote caption corpus to %s: %s", folder, splits)
-    return {"path": str(folder), "preset": preset, "seed": seed, "splits": splits, "skipped": False}
+    return synthetic._summary(new_marker, folder, skipped=False)
 
 
 class CaptionFileError(ValueError):
