@@ -113,7 +113,9 @@ def add_agreid_config(cfg: CN) -> None:
     # -1 = a fresh seed each run, written into OUTPUT_DIR/config.yaml so the run can be repeated.
     _C.SEED = -1
     # Deterministic algorithms only (torch.use_deterministic_algorithms, no cuDNN benchmark):
-    # with a fixed SEED two runs give the same weights; slower on GPUs.
+    # with a fixed SEED two runs give the same weights; slower on GPUs. Each epoch's data and
+    # randomness then start from (SEED, epoch) alone (the loader restarts each epoch), so a run
+    # killed anywhere and resumed with --resume ends with the weights of the uninterrupted run.
     _C.DETERMINISTIC = False
     # Train from a MODEL.WEIGHTS checkpoint of another architecture (other #ids, template, ...):
     # parameters that do not fit are re-initialised and listed. False = such a checkpoint stops.

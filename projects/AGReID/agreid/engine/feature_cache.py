@@ -38,6 +38,10 @@ class CachedFeatureLoader:
         self.batch_size = min(batch_size, len(targets))
         self._generator = torch.Generator().manual_seed(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Draw the batches of iterators made from now on from ``seed``."""
+        self._generator.manual_seed(seed)
+
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         while True:
             order = torch.randperm(len(self.targets), generator=self._generator)

@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 LOCK_FILE = "run.lock"
 
-__all__ = ["LOCK_FILE", "OutputDirError", "OutputDirLock", "resolve_seed", "seed_everything"]
+__all__ = ["LOCK_FILE", "OutputDirError", "OutputDirLock", "epoch_seed", "resolve_seed", "seed_everything",
+           "seed_generators"]
 
 
 class OutputDirError(RuntimeError):
@@ -38,9 +39,7 @@ def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> No
     fixed seed fixes them too.
     """
     value = int(seed) + int(rank)
-    random.seed(value)
-    np.random.seed(value % 2 ** 32)
-    torch.manual_seed(value)
+    seed_generators(value)
     if deterministic:
         # cuBLAS needs this to be deterministic; harmless on the CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -49,6 +48,23 @@ def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> No
         torch.backends.cudnn.benchmark = False
     logger.info("Seed %d (SEED %d + rank %d)%s", value, seed, rank,
                 ", deterministic algorithms only" if deterministic else "")
+
+
+def seed_generators(value: int) -> None:
+    """Seed python's, numpy's and torch's global generators with ``value``."""
+    random.seed(value)
+    np.random.seed(value % 2 ** 32)
+    torch.manual_seed(value)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch`` of a run seeded with ``seed``: a function of the two alone.
+
+    With ``DETERMINISTIC True`` every epoch's data order, augmentation and other randomness
+    start from it, so a run resumed from the checkpoint of epoch ``e - 1`` repeats epoch ``e``
+    exactly as the uninterrupted run did.
+    """
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % 2 ** 31
 
 
 class OutputDirLock:

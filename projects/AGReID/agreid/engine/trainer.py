@@ -25,6 +25,7 @@ from .cameras import map_test_cameras, record_train_cameras
 from .checkpoint import AtomicCheckpointer, NonFiniteGuard, PhaseState, resolve_eval_config
 from .hooks import PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
 from .progress import Progress
+from .run_guard import epoch_seed, seed_generators
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class AGReIDTrainer(DefaultTrainer):
                 loader = self._image_loader
             self.iters_per_epoch = self.schedule.iters_per_epoch(phase)
             self._trainer.data_loader = loader
-            self._trainer._data_loader_iter = iter(loader)
+            self._trainer._data_loader_iter = self._restart(loader)
             self._forget_losses_of_other_phases()
             self.phase_ready = True
 
@@ -329,15 +330,44 @@ class AGReIDTrainer(DefaultTrainer):
         return cfg
 
     # -------------------------------------------------------------------- loop
-    def _stop_prefetching(self) -> None:
-        """Stop the prefetch thread of fastreid's endless training loader.
+    def _stop_prefetching(self, loader=None) -> None:
+        """Stop the prefetch thread of fastreid's endless training loader (default: the image loader).
 
         Left running, it is killed mid-operation at interpreter exit and the process aborts
         ("terminate called without an active exception").
         """
-        loader = self._image_loader
+        loader = self._image_loader if loader is None else loader
         if getattr(loader, "iter", None) is not None and hasattr(loader, "shutdown"):
             loader.shutdown()
+
+    def _start_epoch_data(self) -> None:
+        """``DETERMINISTIC``: start this epoch's data and randomness from ``(SEED, epoch)`` alone.
+
+        The global generators, the identity sampler and the stage-1 batches are re-seeded and
+        the loader restarted, so an epoch depends only on the weights and optimiser it starts
+        from: a run killed anywhere and resumed from its last checkpoint (saved at the end of an
+        epoch) ends with the weights of the uninterrupted run.
+        """
+        if not self.cfg.DETERMINISTIC or int(self.cfg.SEED) < 0:
+            return
+        seed = epoch_seed(self.cfg.SEED, self.epoch)
+        loader = self._trainer.data_loader
+        if isinstance(loader, CachedFeatureLoader):
+            loader.reseed(seed + comm.get_rank())
+        else:
+            # Stop the prefetching first: it draws from the generators being re-seeded.
+            self._stop_prefetching(loader)
+            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+            if hasattr(sampler, "_seed"):
+                sampler._seed = seed  # fastreid's samplers: the same stream on every rank, sharded
+        seed_generators(seed + comm.get_rank())
+        self._trainer._data_loader_iter = iter(loader)
+
+    def _restart(self, loader):
+        """A new iterator of ``loader``, after stopping the prefetch thread of the previous one
+        (left running, it would go on loading, and drawing random numbers, beside the new one)."""
+        self._stop_prefetching(loader)
+        return iter(loader)
 
     def train(self):
         """Run training; like fastreid's loop, but the epoch length may change between phases."""
@@ -348,6 +378,7 @@ class AGReIDTrainer(DefaultTrainer):
                 self.before_train()
                 for self.epoch in range(self.start_epoch, self.max_epoch):
                     self.before_epoch()
+                    self._start_epoch_data()
                     for _ in range(self.iters_per_epoch):
                         self.before_step()
                         self.run_step()
