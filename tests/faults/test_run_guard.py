@@ -111,6 +111,15 @@ def test_config_mistakes_are_one_line(train_net_module, capsys, tiny_dataset_roo
     assert "Traceback" not in err
 
 
+def test_bad_threshold_name_is_one_line(tiny_dataset_root, tmp_path):
+    # Found while the model is built (after the logs are set up): run as the user does.
+    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "out"), "MODEL.ATTR.THRESHOLD", "bogus")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "MODEL.ATTR.THRESHOLD 'bogus': use otsu, p50, p75, p90, fixed" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
 def test_unknown_key_in_a_yaml_file(train_net_module, capsys, tmp_path, tiny_dataset_root):
     leaf = tmp_path / "leaf.yml"
     leaf.write_text(f"_BASE_: {os.path.join(REPO, CONFIG)}\nSOLVER:\n  MAX_EPOCHS: 3\n")
