@@ -65,6 +65,10 @@ def test_killed_at_every_point_resumes_to_the_uninterrupted_weights(tiny_dataset
     proc = _killer(["--resume", *args], state)
     logs.append(proc.stdout + proc.stderr)
     assert proc.returncode == 0, logs[-1][-3000:]
+    # A half-written file is removed when the next run takes the folder.
+    after_half_write = logs[POINTS.index("saving:model_0000") + 1]
+    assert "Removed " in after_half_write and "model_0000.pth.tmp" in after_half_write
+    assert not list(out.glob("*.tmp"))
 
     # The right phase after each kill: killed at the switch, the resumed run starts stage 2
     # without stage 1's feature cache; killed in stage 1's second epoch, stage 1 goes on.

@@ -102,8 +102,17 @@ class OutputDirLock:
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
             self._held = True
+            self._remove_partial_saves()
             return self
         raise OutputDirError(self._in_use_message())
+
+    def _remove_partial_saves(self) -> None:
+        """Remove the ``*.tmp`` files a killed run left half-written (no other run writes here now)."""
+        for name in sorted(os.listdir(self.output_dir)):
+            if name.endswith(".pth.tmp") or name == "last_checkpoint.tmp":
+                os.remove(os.path.join(self.output_dir, name))
+                logger.warning("Removed %s: a checkpoint a killed run had not finished writing",
+                               os.path.join(self.output_dir, name))
 
     def release(self) -> None:
         """Remove the lock file if this process holds it."""
