@@ -180,6 +180,25 @@ def tail(path: str, lines: int = 20) -> str:
         return "".join(f.readlines()[-lines:])
 
 
+def publish(result: dict, table: str, output_dir: str, stem: str, figure: Optional[str], draw,
+            results_md: Optional[str] = None, section: str = "", description: str = "", alt: str = "") -> str:
+    """Print ``table`` and write a measurement's files: ``draw(result, figure)`` (default
+    ``output_dir/<stem>.png``), ``<stem>.json``, ``<stem>.md`` and, with ``results_md``, its marked
+    ``section`` (``description``, the table and the figure). Returns the figure's path."""
+    print(table)
+    out = repo_path(output_dir)
+    figure = repo_path(figure) if figure else os.path.join(out, f"{stem}.png")
+    draw(result, figure)
+    write_json(os.path.join(out, f"{stem}.json"), result)
+    write_atomic(os.path.join(out, f"{stem}.md"), table + "\n")
+    if results_md:
+        md = repo_path(results_md)
+        rel = os.path.relpath(figure, os.path.dirname(os.path.abspath(md)))
+        update_markdown(md, {section: f"{description}\n\n{table}\n\n![{alt}]({rel})"})
+    print(f"wrote {out}/{stem}.json, {stem}.md and {figure}")
+    return figure
+
+
 def repo_path(path: str) -> str:
     """``path`` as train_net.py sees it: relative paths are relative to the repository root."""
     return path if os.path.isabs(path) else os.path.join(REPO, path)

@@ -281,24 +281,15 @@ def main(argv=None) -> dict:
         row = summarise(seen, dropped, hidden, regions)
         row["gamma_mean"] = float(np.mean(gammas)) if gammas else None
         result["thresholds"][threshold] = row
-    table = markdown(result)
-    print(table)
-    out = ex.repo_path(args.output_dir)
-    figure = ex.repo_path(args.figure) if args.figure else os.path.join(out, "noise_mask.png")
-    plot(result, figure)
-    ex.write_json(os.path.join(out, "noise_mask.json"), result)
-    ex.write_atomic(os.path.join(out, "noise_mask.md"), table + "\n")
-    if args.results_md:
-        md = ex.repo_path(args.results_md)
-        rel = os.path.relpath(figure, os.path.dirname(os.path.abspath(md)))
-        body = (f"Noise mask on the {len(items)} training images ({result['occluded_images']} with a hidden region), "
-                f"template `{cfg.MODEL.PROMPT.TEMPLATE}`, batches of {cfg.SOLVER.IMS_PER_BATCH} "
-                f"({cfg.DATALOADER.NUM_INSTANCE} per identity), {args.passes} passes"
-                f"{', training augmentation' if args.augment else ', no augmentation'}; a slot's region: "
-                f"{', '.join(f'{w} -> {r}' for w, r in ex.SLOT_REGIONS.items())} (whole: hidden when any region is). "
-                f"Measured with `{result['invocation']}`.\n\n{table}\n\n![drop rates]({rel})")
-        ex.update_markdown(md, {"noise-mask:analysis": body})
-    print(f"wrote {out}/noise_mask.json, noise_mask.md and {figure}")
+    description = (
+        f"Noise mask on the {len(items)} training images ({result['occluded_images']} with a hidden region), "
+        f"template `{cfg.MODEL.PROMPT.TEMPLATE}`, batches of {cfg.SOLVER.IMS_PER_BATCH} "
+        f"({cfg.DATALOADER.NUM_INSTANCE} per identity), {args.passes} passes"
+        f"{', training augmentation' if args.augment else ', no augmentation'}; a slot's region: "
+        f"{', '.join(f'{w} -> {r}' for w, r in ex.SLOT_REGIONS.items())} (whole: hidden when any region is). "
+        f"Measured with `{result['invocation']}`.")
+    ex.publish(result, markdown(result), args.output_dir, "noise_mask", args.figure, plot, args.results_md,
+               "noise-mask:analysis", description, "drop rates")
     return result
 
 

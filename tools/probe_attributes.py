@@ -224,22 +224,14 @@ def main(argv=None) -> dict:
         "compare_name": compare_name, "compare_weights": args.compare_weights,
         "invocation": "python tools/probe_attributes.py " + " ".join(sys.argv[1:] if argv is None else argv),
     })
-    table = markdown(result)
-    print(table)
-    out = ex.repo_path(args.output_dir)
-    figure = ex.repo_path(args.figure) if args.figure else os.path.join(out, "probe_heatmap.png")
-    heatmap(result, figure)
-    ex.write_json(os.path.join(out, "probe.json"), result)
-    ex.write_atomic(os.path.join(out, "probe.md"), table + "\n")
-    if args.results_md:
-        md = ex.repo_path(args.results_md)
-        rel = os.path.relpath(figure, os.path.dirname(os.path.abspath(md)))
-        body = (f"Linear probe ({args.folds}-fold stratified, logistic regression) from the pseudo-labels V of "
-                f"{len(attributes)} training identities ({pseudo_labels.shape[1]} slots x {pseudo_labels.shape[2]}, "
-                f"template `{cfg.MODEL.PROMPT.TEMPLATE}`) to their true attributes. Measured with "
-                f"`{result['invocation']}`.\n\n{table}\n\n![slots x attributes]({rel})")
-        ex.update_markdown(md, {"probe:attributes": body})
-    print(f"wrote {out}/probe.json, probe.md and {figure}")
+    description = (
+        f"Linear probe ({args.folds}-fold stratified, logistic regression) from the pseudo-labels V of "
+        f"{len(attributes)} training identities ({pseudo_labels.shape[1]} slots x {pseudo_labels.shape[2]}, "
+        f"template `{cfg.MODEL.PROMPT.TEMPLATE}`) to their true attributes. Measured with "
+        f"`{result['invocation']}`.")
+    figure = args.figure or os.path.join(ex.repo_path(args.output_dir), "probe_heatmap.png")
+    ex.publish(result, markdown(result), args.output_dir, "probe", figure, heatmap, args.results_md,
+               "probe:attributes", description, "slots x attributes")
     return result
 
 

@@ -160,39 +160,32 @@ def save_checkpoint_file(data: Any, path: str) -> None:
     Raises:
         OSError: writing failed; a full disk says "no space left on device" with the path.
     """
-    path = os.fspath(path)
-    tmp_path = path + ".tmp"
-    try:
-        with _open_for_writing(tmp_path) as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException as error:
-        _remove_quietly(tmp_path)
-        if _is_disk_full(error):
-            raise OSError(errno.ENOSPC,
-                          f"No space left on device while writing the checkpoint {path}; the "
-                          f"partial file was removed and the previous checkpoint is unchanged") from error
-        raise
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    _write_atomically(os.fspath(path), lambda f: torch.save(data, f), binary=True,
+                      disk_full=f"No space left on device while writing the checkpoint {os.fspath(path)}; the "
+                                f"partial file was removed and the previous checkpoint is unchanged")
 
 
 def write_text_atomically(text: str, path: str) -> None:
     """Write a small text file (e.g. ``last_checkpoint``) through a temporary file and a rename."""
+    _write_atomically(path, lambda f: f.write(text), binary=False,
+                      disk_full=f"No space left on device while writing {path}; it is unchanged")
+
+
+def _write_atomically(path: str, write, binary: bool, disk_full: str) -> None:
+    """``write(file)`` into ``path + ".tmp"``, flushed and fsynced, then renamed over ``path``."""
     tmp_path = path + ".tmp"
     try:
-        with open(tmp_path, "w") as f:
-            f.write(text)
+        with (_open_for_writing(tmp_path) if binary else open(tmp_path, "w")) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except BaseException as error:
         _remove_quietly(tmp_path)
         if _is_disk_full(error):
-            raise OSError(errno.ENOSPC, f"No space left on device while writing {path}; "
-                                        f"it is unchanged") from error
+            raise OSError(errno.ENOSPC, disk_full) from error
         raise
+    _fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def all_finite(state_dict: Dict[str, Any]) -> Optional[str]:

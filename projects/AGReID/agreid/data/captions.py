@@ -29,8 +29,6 @@ import csv
 import json
 import logging
 import os
-import shutil
-import tempfile
 import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -327,21 +325,8 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
     if preset not in CAPTION_PRESETS:
         raise KeyError(f"unknown caption preset {preset!r}; choose from {sorted(CAPTION_PRESETS)}")
     config = CAPTION_PRESETS[preset]
-    root = Path(root)
-    folder = root / CAPTION_DIR
-    marker = synthetic._read_marker(folder)
-    if marker is not None and (marker.get("preset"), marker.get("seed"), marker.get("version")) == (
-            preset, seed, CAPTIONS_VERSION):
-        logger.info("Caption corpus %s (preset %s, seed %d) is already complete", folder, preset, seed)
-        return synthetic._summary(marker, folder, skipped=True)
-    if folder.exists() and not overwrite:
-        found = (f"a corpus with preset {marker.get('preset')!r}, seed {marker.get('seed')!r}, "
-                 f"version {marker.get('version')!r}" if marker else "an unfinished or foreign folder")
-        raise FileExistsError(f"{folder} holds {found}; pass overwrite=True (--overwrite) to replace it")
 
-    root.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{CAPTION_DIR}-partial-", dir=root))
-    try:
+    def draw(work_dir: Path) -> Dict[str, Any]:
         people = _make_people(config, seed)
         items = _make_plan(config, people, seed)
         for split in ("train", "val"):
@@ -372,18 +357,11 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
             names = [item for item in items if people[item["pid"]]["split"] == split]
             splits[split] = {"ids": len({item["pid"] for item in names}), "images": len(names),
                              "occluded": sum(item["occluded"] for item in names)}
-        new_marker = {"preset": preset, "seed": seed, "version": CAPTIONS_VERSION, "splits": splits,
-                      "config": asdict(config)}
-        synthetic._write_json(work_dir / synthetic.MARKER_FILE, new_marker)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(work_dir, folder)
-    except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
-    os.chmod(folder, 0o755)
-    logger.info("Wrote caption corpus to %s: %s", folder, splits)
-    return synthetic._summary(new_marker, folder, skipped=False)
+        return {"preset": preset, "seed": seed, "version": CAPTIONS_VERSION, "splits": splits,
+                "config": asdict(config)}
+
+    return synthetic.build_folder_once(Path(root) / CAPTION_DIR, "caption corpus", preset, seed, CAPTIONS_VERSION,
+                                       overwrite, draw)
 
 
 class CaptionFileError(ValueError):

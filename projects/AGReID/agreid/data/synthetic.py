@@ -759,21 +759,8 @@ def generate(root: PathLike, preset: str = "tiny", seed: int = 0, overwrite: boo
     if preset not in PRESETS:
         raise KeyError(f"unknown synthetic preset {preset!r}; choose from {sorted(PRESETS)}")
     config = PRESETS[preset]
-    root = Path(root)
-    dataset_dir = root / DATASET_DIR
-    marker = _read_marker(dataset_dir)
-    if marker is not None and (marker.get("preset"), marker.get("seed"), marker.get("version")) == (
-            preset, seed, GENERATOR_VERSION):
-        logger.info("Synthetic dataset %s (preset %s, seed %d) is already complete", dataset_dir, preset, seed)
-        return _summary(marker, dataset_dir, skipped=True)
-    if dataset_dir.exists() and not overwrite:
-        found = (f"a dataset with preset {marker.get('preset')!r}, seed {marker.get('seed')!r}, "
-                 f"version {marker.get('version')!r}" if marker else "an unfinished or foreign folder")
-        raise FileExistsError(f"{dataset_dir} holds {found}; pass overwrite=True (--overwrite) to replace it")
 
-    root.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIR}-partial-", dir=root))
-    try:
+    def draw(work_dir: Path) -> Dict[str, Any]:
         identities, hard_pairs = _make_identities(config, seed)
         plan = _make_plan(config, identities, seed)
         for folder in SPLIT_DIRS.values():
@@ -792,19 +779,44 @@ def generate(root: PathLike, preset: str = "tiny", seed: int = 0, overwrite: boo
         _write_json(work_dir / OCCLUSION_FILE, records)
         splits = {split: {"ids": len({item["pid"] for item in plan[split]}), "images": len(plan[split]),
                           "occluded": sum(item["occluded"] for item in plan[split])} for split in plan}
-        new_marker = {"preset": preset, "seed": seed, "version": GENERATOR_VERSION, "splits": splits,
-                      "config": asdict(config)}
+        return {"preset": preset, "seed": seed, "version": GENERATOR_VERSION, "splits": splits,
+                "config": asdict(config)}
+
+    return build_folder_once(Path(root) / DATASET_DIR, "synthetic dataset", preset, seed, GENERATOR_VERSION,
+                             overwrite, draw)
+
+
+def build_folder_once(folder: Path, kind: str, preset: str, seed: int, version: int, overwrite: bool,
+                      build: Callable[[Path], Dict[str, Any]]) -> Dict[str, Any]:
+    """Make a generated ``folder`` once: skip it when its marker says (preset, seed, version) are
+    the same, refuse a foreign or older folder unless ``overwrite``, and build anything new in a
+    temporary sibling folder (``build(work_dir)`` fills it and returns the marker), renamed into
+    place only when complete. Returns :func:`_summary`."""
+    marker = _read_marker(folder)
+    if marker is not None and (marker.get("preset"), marker.get("seed"), marker.get("version")) == (
+            preset, seed, version):
+        logger.info("The %s %s (preset %s, seed %d) is already complete", kind, folder, preset, seed)
+        return _summary(marker, folder, skipped=True)
+    if folder.exists() and not overwrite:
+        found = (f"a {kind} with preset {marker.get('preset')!r}, seed {marker.get('seed')!r}, "
+                 f"version {marker.get('version')!r}" if marker else "an unfinished or foreign folder")
+        raise FileExistsError(f"{folder} holds {found}; pass overwrite=True (--overwrite) to replace it")
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}-partial-", dir=folder.parent))
+    try:
+        new_marker = build(work_dir)
         _write_json(work_dir / MARKER_FILE, new_marker)
-        if dataset_dir.exists():
-            shutil.rmtree(dataset_dir)
-        os.replace(work_dir, dataset_dir)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(work_dir, folder)
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     # mkdtemp makes the folder private; give it the usual permissions of a data folder.
-    os.chmod(dataset_dir, 0o755)
-    logger.info("Wrote synthetic dataset to %s: %s", dataset_dir, splits)
-    return _summary(new_marker, dataset_dir, skipped=False)
+    os.chmod(folder, 0o755)
+    logger.info("Wrote the %s to %s: %s", kind, folder, new_marker["splits"])
+    return _summary(new_marker, folder, skipped=False)
 
 
 # Preview contact sheet geometry, in pixels.
