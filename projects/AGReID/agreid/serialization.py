@@ -33,6 +33,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "TEMP_SUFFIX",
     "CheckpointFileError",
     "UnsafeCheckpointError",
     "is_safetensors_file",
@@ -147,6 +148,10 @@ def plain_values(value: Any) -> Any:
     return value
 
 
+# What a file being written is called until it is complete (a killed writer leaves it behind).
+TEMP_SUFFIX = ".tmp"
+
+
 def _open_for_writing(path: str):
     """The file object a checkpoint is written through (a seam for the full-disk test)."""
     return open(path, "wb")
@@ -160,8 +165,9 @@ def save_checkpoint_file(data: Any, path: str) -> None:
     Raises:
         OSError: writing failed; a full disk says "no space left on device" with the path.
     """
-    _write_atomically(os.fspath(path), lambda f: torch.save(data, f), binary=True,
-                      disk_full=f"No space left on device while writing the checkpoint {os.fspath(path)}; the "
+    path = os.fspath(path)
+    _write_atomically(path, lambda f: torch.save(data, f), binary=True,
+                      disk_full=f"No space left on device while writing the checkpoint {path}; the "
                                 f"partial file was removed and the previous checkpoint is unchanged")
 
 
@@ -172,8 +178,8 @@ def write_text_atomically(text: str, path: str) -> None:
 
 
 def _write_atomically(path: str, write, binary: bool, disk_full: str) -> None:
-    """``write(file)`` into ``path + ".tmp"``, flushed and fsynced, then renamed over ``path``."""
-    tmp_path = path + ".tmp"
+    """``write(file)`` into ``path + TEMP_SUFFIX``, flushed and fsynced, then renamed over ``path``."""
+    tmp_path = path + TEMP_SUFFIX
     try:
         with (_open_for_writing(tmp_path) if binary else open(tmp_path, "w")) as f:
             write(f)

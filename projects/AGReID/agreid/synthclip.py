@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .data.captions import CAPTIONS_FILE, LABELS_FILE, VAL_CAPTIONS_FILE, CaptionFileError, is_visible, read_captions
-from .data.synthetic import ATTRIBUTES_FILE, ATTRIBUTE_SCHEMA
+from .data.synthetic import ATTRIBUTES_FILE, ATTRIBUTE_SCHEMA, MARKER_FILE
 from .modeling import clip_loader as _clip_loader  # registers the project's open_clip model configs
 from .serialization import CheckpointFileError, load_checkpoint_file, save_checkpoint_file
 
@@ -126,7 +126,7 @@ def inputs_fingerprint(data: os.PathLike, config: PretrainConfig) -> str:
     read_captions(csv_path, check_images=False)  # a missing or malformed file is named here
     digest = hashlib.sha256()
     digest.update(csv_path.read_bytes())
-    marker = csv_path.parent / "done.json"
+    marker = csv_path.parent / MARKER_FILE
     if marker.is_file():
         digest.update(marker.read_bytes())
     digest.update(json.dumps(open_clip.get_model_config(config.model), sort_keys=True).encode())
@@ -292,8 +292,8 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
         if max_steps is not None and step >= max_steps:
             break
         save_checkpoint_file({"fingerprint": fingerprint, "state_dict": model.state_dict(),
-                      "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                      "epoch": epoch + 1, "step": step}, state_path)
+                              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                              "epoch": epoch + 1, "step": step}, state_path)
     if writer is not None:
         writer.close()
 
@@ -382,24 +382,16 @@ def zero_shot_attributes(model: nn.Module, tokenizer, data: os.PathLike, transfo
     body region not occluded, and hair not under a hat); build and height count on every image.
     """
     data = Path(data)
-    pairs = read_captions(data / VAL_CAPTIONS_FILE)
-    labels = json.loads((data / LABELS_FILE).read_text())
-    people = json.loads((data / ATTRIBUTES_FILE).read_text())["identities"]
-    paths = [path for path, _ in pairs]
+    paths = [path for path, _ in read_captions(data / VAL_CAPTIONS_FILE)]
     if image_features is None:
         image_features = encode_images(model, paths, transform, device=device)
+    shown = _shown_attributes(data, paths)
     rows = []
     for attribute, values in ATTRIBUTE_SCHEMA.items():
         text_features = encode_texts(model, tokenizer, zero_shot_prompts(attribute), device=device)
         predicted = (image_features @ text_features.T).argmax(dim=1).numpy()
-        truth, keep = [], []
-        for index, path in enumerate(paths):
-            label = labels[str(Path(path).relative_to(data))]
-            if not is_visible(attribute, people[label["pid"]], label["regions"]):
-                continue
-            keep.append(index)
-            truth.append(values.index(people[label["pid"]][attribute]))
-        truth = np.asarray(truth)
+        keep, shown_values = shown[attribute]
+        truth = np.asarray([values.index(value) for value in shown_values])
         majority = np.bincount(truth, minlength=len(values)).max() / len(truth)
         rows.append(ZeroShotRow(attribute, len(values), len(truth), float((predicted[keep] == truth).mean()),
                                 float(majority)))
@@ -417,21 +409,29 @@ def linear_probe_attributes(image_features: Tensor, data: os.PathLike, folds: in
     from sklearn.model_selection import cross_val_score
 
     data = Path(data)
-    pairs = read_captions(data / VAL_CAPTIONS_FILE, check_images=False)
-    labels = json.loads((data / LABELS_FILE).read_text())
-    people = json.loads((data / ATTRIBUTES_FILE).read_text())["identities"]
+    paths = [path for path, _ in read_captions(data / VAL_CAPTIONS_FILE, check_images=False)]
     result = {}
-    for attribute in ATTRIBUTE_SCHEMA:
-        rows, truth = [], []
-        for index, (path, _) in enumerate(pairs):
-            label = labels[str(Path(path).relative_to(data))]
-            if is_visible(attribute, people[label["pid"]], label["regions"]):
-                rows.append(index)
-                truth.append(people[label["pid"]][attribute])
+    for attribute, (rows, truth) in _shown_attributes(data, paths).items():
         scores = cross_val_score(LogisticRegression(max_iter=2000), image_features[rows].numpy(),
                                  np.asarray(truth), cv=folds)
         result[attribute] = float(scores.mean())
     return result
+
+
+def _shown_attributes(data: Path, paths: Sequence[str]) -> Dict[str, Tuple[List[int], List[str]]]:
+    """Per attribute, ``(indices into paths, true values)`` of the held-out images that show it
+    (``captions.is_visible``: its body region not occluded, hair not under a hat)."""
+    labels = json.loads((data / LABELS_FILE).read_text())
+    people = json.loads((data / ATTRIBUTES_FILE).read_text())["identities"]
+    shown: Dict[str, Tuple[List[int], List[str]]] = {attribute: ([], []) for attribute in ATTRIBUTE_SCHEMA}
+    for index, path in enumerate(paths):
+        label = labels[str(Path(path).relative_to(data))]
+        person = people[label["pid"]]
+        for attribute, (rows, values) in shown.items():
+            if is_visible(attribute, person, label["regions"]):
+                rows.append(index)
+                values.append(person[attribute])
+    return shown
 
 
 def retrieval_recall(image_features: Tensor, text_features: Tensor, ks: Sequence[int] = (1, 5)

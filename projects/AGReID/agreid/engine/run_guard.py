@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..serialization import TEMP_SUFFIX
+
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = "run.lock"
@@ -109,10 +111,10 @@ class OutputDirLock:
     def _remove_partial_saves(self) -> None:
         """Remove the ``*.tmp`` files a killed run left half-written (no other run writes here now)."""
         for name in sorted(os.listdir(self.output_dir)):
-            if name.endswith(".pth.tmp") or name == "last_checkpoint.tmp":
-                os.remove(os.path.join(self.output_dir, name))
-                logger.warning("Removed %s: a checkpoint a killed run had not finished writing",
-                               os.path.join(self.output_dir, name))
+            if name == f"last_checkpoint{TEMP_SUFFIX}" or name.endswith(f".pth{TEMP_SUFFIX}"):
+                path = os.path.join(self.output_dir, name)
+                os.remove(path)
+                logger.warning("Removed %s: a checkpoint a killed run had not finished writing", path)
 
     def release(self) -> None:
         """Remove the lock file if this process holds it."""
