@@ -1,8 +1,8 @@
 """Corpus copy where N pairs get a twin identical but for hair colour, captions differing in that word only. (One-off experiment, see README.md.)"""
-import csv, json, re, sys, copy, numpy as np
+import csv, json, re, sys, numpy as np
 from pathlib import Path
 from agreid.data import captions as C, synthetic as S
-out=Path(sys.argv[1]); ntw=int(sys.argv[2]); attr=sys.argv[3] if len(sys.argv)>3 else 'hair_color'
+out=Path(sys.argv[1]); ntw=int(sys.argv[2])
 d=Path('datasets/SyntheticCaptions'); cfg=C.CAPTION_PRESETS['pretrain']; seed=0
 people=C._make_people(cfg, seed); items=C._make_plan(cfg, people, seed)
 labels=json.load(open(d/'labels.json'))
@@ -26,17 +26,14 @@ for it in sel:
 allp=dict(people); allp.update(twin_people)
 ctx={'seed':seed,'identities':allp,'dataset_dir':str(out),'cameras':S._make_cameras(cfg.num_cameras, seed, stream='caption_camera')}
 recs=S.render_images([ti for _,ti,_ in twin_items], ctx, 2)
-W={'black':'black','brown':'brown','blond':'blond','grey':'grey'}
 outrows=[]; unit={}
 for it in train:
     if it['name'] in drop: continue
     outrows.append((str((d/it['name']).resolve()), rows[it['name']])); unit[outrows[-1][0]]=it['name']
 for k,(it,ti,new) in enumerate(twin_items):
-    cap=re.sub(HW, lambda m: W[new]+m.group(2), rows[it['name']], count=1)
+    cap=re.sub(HW, lambda m: new+m.group(2), rows[it['name']], count=1)
     p=str((out/ti['name']).resolve()); outrows.append((p,cap)); unit[p]=it['name']
     if k<3: print(rows[it['name']], '||', cap, recs[ti['name']]['regions'], labels[it['name']]['regions'])
-with open(out/'captions.csv','w') as f:
-    f.write('filepath\ttitle\n')
-    for p,c in outrows: f.write(f'{p}\t{c}\n')
+C._write_csv(out/'captions.csv', outrows)
 json.dump(unit, open(out/'units.json','w'))
 print(len(outrows))

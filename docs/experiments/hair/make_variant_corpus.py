@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agreid.data.captions import describe
+from agreid.data.captions import _write_csv, describe
 
 SOURCE = Path("datasets/SyntheticCaptions")
 
@@ -66,9 +66,7 @@ def main(mode, out, fraction, *args):
         path = out / "img" / row["filepath"].replace("/", "_")
         made[0].save(path, quality=95)
         result.append((str(path.resolve()), made[1]))
-    with open(out / "captions.csv", "w") as handle:
-        handle.write("filepath\ttitle\n")
-        handle.writelines(f"{path}\t{caption}\n" for path, caption in result)
+    _write_csv(out / "captions.csv", result)
     print(len(result), "pairs,", len(chosen), "chosen")
 
 

@@ -2,7 +2,7 @@
 import json, sys, time, numpy as np, torch, torch.nn as nn
 from pathlib import Path
 from PIL import Image
-import agreid.synthclip as sc
+import agreid.synthclip  # registers the project's open_clip model configs
 from agreid.data.captions import read_captions, is_visible
 from agreid.data.synthetic import ATTRIBUTE_SCHEMA
 torch.manual_seed(0); torch.set_num_threads(2)
@@ -20,11 +20,10 @@ def load(csvname, n):
     return X, torch.tensor(Y)
 Xtr,Ytr=load('captions.csv',12000); Xva,Yva=load('captions_val.csv',5000)
 import open_clip
-cfg=dict(embed_dim=64, vision_cfg=dict(image_size=[128,64],layers=4,width=128,head_width=32,patch_size=patch),
-         text_cfg=dict(context_length=52,vocab_size=49408,width=128,heads=4,layers=2))
 from open_clip.model import _build_vision_tower
-v=_build_vision_tower(64, open_clip.model.CLIPVisionCfg(**cfg['vision_cfg']))
-head=nn.Linear(64,len(ATTRIBUTE_SCHEMA[att]))
+cfg=open_clip.get_model_config("AGReID-Tiny-ViT")  # SynthCLIP's tower, with the patch size asked for
+v=_build_vision_tower(cfg['embed_dim'], open_clip.model.CLIPVisionCfg(**dict(cfg['vision_cfg'], patch_size=patch)))
+head=nn.Linear(cfg['embed_dim'],len(ATTRIBUTE_SCHEMA[att]))
 opt=torch.optim.AdamW(list(v.parameters())+list(head.parameters()),lr=1e-3,weight_decay=0.05)
 t0=time.time()
 for s in range(steps):
