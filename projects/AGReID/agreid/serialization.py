@@ -12,6 +12,11 @@ tools, the deployed-encoder loader, CLIP weights) goes through :func:`load_check
 OpenAI's TorchScript CLIP archive is the one exception, read by ``torch.jit.load`` in
 :mod:`agreid.modeling.clip_loader`.
 
+Before any weights are loaded into a model (TorchScript's too), :func:`check_weights` refuses
+tensors that hold NaN/Inf, or that the model holds as floating point but the file does not (a
+cast to int would load as meaningless numbers), naming the first bad key
+(:class:`BadWeightsError`).
+
 :func:`save_checkpoint_file` writes through a temporary file that is flushed, fsynced and then
 renamed over the target, so a crash or a full disk leaves the previous file as it was.
 """
@@ -26,7 +31,7 @@ import os
 import pickle
 import re
 import struct
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -34,8 +39,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TEMP_SUFFIX",
+    "BadWeightsError",
     "CheckpointFileError",
     "UnsafeCheckpointError",
+    "check_weights",
     "is_safetensors_file",
     "load_checkpoint_file",
     "plain_values",
@@ -50,6 +57,10 @@ class CheckpointFileError(ValueError):
 
 class UnsafeCheckpointError(CheckpointFileError):
     """A checkpoint holds code (a reference to a Python callable); it was not loaded."""
+
+
+class BadWeightsError(CheckpointFileError):
+    """Weights that should be floating point are not, or hold NaN/Inf; they were not loaded."""
 
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
@@ -203,6 +214,49 @@ def all_finite(state_dict: Dict[str, Any]) -> Optional[str]:
         elif isinstance(value, float) and not math.isfinite(value):
             return name
     return None
+
+
+def check_weights(state_dict: Mapping[str, Any], source: str,
+                  reference: Optional[Mapping[str, Any]] = None, *,
+                  outcome: str = "the weights were not loaded") -> None:
+    """Refuse weights that would load as meaningless numbers: the one check every loader makes.
+
+    Args:
+        state_dict: the weights read from the file (name -> tensor; other values are ignored).
+        source: what the weights came from (a path), the start of the error message.
+        reference: the model's own ``state_dict()`` (or name -> dtype), keyed like
+            ``state_dict``. When given, only the entries it has are checked (the others are not
+            loaded), and each entry it holds as floating point must be a floating tensor here:
+            ``load_state_dict`` would silently cast an integer tensor into the model. Integer
+            buffers of the model (counters, token ids) stay integers. Without it, the tensors
+            that are floating point are checked.
+        outcome: what the message says was not done.
+
+    Raises:
+        BadWeightsError: for the first bad entry, named: ``<source>: <key> holds NaN/Inf`` or
+            ``<source>: <key> is int32, expected a floating tensor``.
+    """
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if reference is not None:
+            if key not in reference:
+                continue
+            expected = reference[key]
+            expected = expected.dtype if isinstance(expected, torch.Tensor) else expected
+            if isinstance(expected, torch.dtype) and expected.is_floating_point and not value.is_floating_point():
+                raise BadWeightsError(
+                    f"{source}: {key} is {_dtype_name(value.dtype)}, expected a floating tensor "
+                    f"({_dtype_name(expected)} in the model); {outcome}: it was cast on the way, use the "
+                    "original file.")
+        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+            raise BadWeightsError(
+                f"{source}: {key} holds NaN/Inf; {outcome}: the file is damaged, or was saved from a "
+                "run that diverged.")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _is_disk_full(error: BaseException) -> bool:

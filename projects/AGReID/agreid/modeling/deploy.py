@@ -25,7 +25,7 @@ from open_clip.model import _build_vision_tower
 from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
-from ..serialization import is_safetensors_file, load_checkpoint_file, safetensors_metadata
+from ..serialization import check_weights, is_safetensors_file, load_checkpoint_file, safetensors_metadata
 from .clip_backbone import CLIPImageEncoder
 from .clip_loader import clip_uses_quick_gelu  # also re-exported: callers import it from here
 from .meta_arch import _DEPLOYED_MODULES, AGReID, test_feature
@@ -222,6 +222,7 @@ def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Opti
 
     Raises:
         FileNotFoundError: ``weights_path`` does not exist.
+        BadWeightsError: a weight holds NaN/Inf, or is not floating point where the encoder's is.
         ValueError: the file is not a checkpoint, holds no image encoder, or does not fit the config.
     """
     checkpoint = _load_file(weights_path)
@@ -241,6 +242,8 @@ def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Opti
         if settings.neck_feat == "before":
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("bnneck.", "bnneck_proj."))}
     encoder = build_image_encoder(settings)
+    # NaN/Inf, or a floating weight cast to int, would load silently and give meaningless features.
+    check_weights(state_dict, weights_path, reference=encoder.state_dict())
     try:
         incompatible = encoder.load_state_dict(state_dict, strict=False)
     except RuntimeError as error:  # shape mismatches
@@ -260,13 +263,18 @@ def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Opti
 def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
     """Write ``encoder``'s weights and settings to ``path`` as safetensors (read by
     :func:`build_deployed_encoder`): tensors plus a JSON text of :class:`EncoderSettings` in
-    the header's metadata, nothing that could run code when read."""
+    the header's metadata, nothing that could run code when read.
+
+    Raises:
+        BadWeightsError: a weight holds NaN/Inf; nothing is written.
+    """
     if encoder.settings is None:
         raise ValueError("This encoder has no settings: build it with build_deployed_encoder, or "
                          "DeployedImageEncoder.from_agreid(model, EncoderSettings.from_config(cfg, ...)).")
     from safetensors.torch import save_file
 
     state_dict = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in encoder.state_dict().items()}
+    check_weights(state_dict, "the image encoder", outcome=f"{path} was not written")
     metadata = {"format": EXPORT_FORMAT, "version": str(EXPORT_VERSION),
                 "settings": json.dumps(encoder.settings.to_dict(), sort_keys=True)}
     tmp_path = f"{path}.tmp"
