@@ -7,7 +7,8 @@ against the model and the config before anything is loaded.
   fsync, rename; a full disk leaves the previous checkpoint and ``last_checkpoint`` alone),
   stores plain values only, embeds the resolved config as YAML text (``"config"``), and
   refuses weights that hold NaN/Inf;
-* loading goes through :func:`agreid.serialization.load_checkpoint_file` (``weights_only``);
+* loading goes through :func:`agreid.serialization.load_checkpoint_file` (``weights_only``), and
+  weights holding NaN/Inf or cast to an integer type are refused (``check_weights``);
 * a checkpoint that does not fit the model (other CLIP model, stride, input size, template,
   number of identities or cameras) stops with :class:`CheckpointMismatchError` naming every
   mismatched key and shape, unless fine-tuning was asked for (``MODEL.WEIGHTS_FINETUNE``);
@@ -29,6 +30,7 @@ from fastreid.utils.checkpoint import Checkpointer
 
 from ..serialization import (
     all_finite,
+    check_weights,
     load_checkpoint_file,
     plain_values,
     save_checkpoint_file,
@@ -214,7 +216,11 @@ class AtomicCheckpointer(Checkpointer):
                 f"SOLVER.STAGE1.MAX_EPOCH {ours} would put that epoch back in stage 1.")
 
     def _load_model(self, checkpoint: Any):
-        """Load the weights; stop on any mismatch unless fine-tuning."""
+        """Load the weights; stop on NaN/Inf or non-float weights, and on any mismatch unless fine-tuning."""
+        state = checkpoint.get("model")
+        if isinstance(state, dict):  # fastreid strips "module." before loading: compare as it will
+            check_weights({k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()},
+                          self._current_path or "the checkpoint", reference=self.model.state_dict())
         incompatible = super()._load_model(checkpoint)
         shapes, unexpected = incompatible.incorrect_shapes, incompatible.unexpected_keys
         # fastreid drops a mis-shaped entry before loading, so it shows as missing too.
