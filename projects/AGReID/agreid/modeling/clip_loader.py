@@ -25,7 +25,7 @@ import torch
 from open_clip.factory import convert_state_dict, resize_pos_embed, resize_text_pos_embed
 from open_clip.model import CLIP
 
-from ..serialization import load_checkpoint_file
+from ..serialization import check_weights, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def create_clip(model_name: str, *, pretrained: str = "", checkpoint_path: str =
     Raises:
         CLIPWeightsNotFoundError: when no weights are available (the message names the file to
             download and the config key to set).
+        BadWeightsError: a weight holds NaN/Inf, or is not floating point where the model's is.
         ValueError: for an unknown tag, or a file that holds none of the model's weights.
     """
     if checkpoint_path:
@@ -209,6 +210,7 @@ def _build_and_load(model_name: str, checkpoint_path: str, *, quick_gelu: bool) 
         state_dict = torch.jit.load(checkpoint_path, map_location="cpu").state_dict()
         for key in _OPENAI_META_KEYS:
             state_dict.pop(key, None)
+        check_weights(state_dict, checkpoint_path, reference=model.state_dict())
         incompatible = model.load_state_dict(state_dict, strict=False)
     else:
         # Read through the project's safe loader (weights_only / safetensors, never code), then
@@ -218,6 +220,8 @@ def _build_and_load(model_name: str, checkpoint_path: str, *, quick_gelu: bool) 
         scale = state_dict.get("logit_scale")
         if scale is not None and scale.shape != model.logit_scale.shape and scale.numel() == 1:
             state_dict["logit_scale"] = scale.reshape(model.logit_scale.shape)
+        # NaN/Inf, or a floating weight cast to int, would load silently (named by the model's key).
+        check_weights(state_dict, checkpoint_path, reference=model.state_dict())
         resize_pos_embed(state_dict, model)
         resize_text_pos_embed(state_dict, model)
         incompatible = model.load_state_dict(state_dict, strict=False)
