@@ -1,5 +1,7 @@
 """tools/convert_clipreid.py on a state dict with CLIP-ReID's key names and shapes."""
 import os
+import subprocess
+import sys
 
 import open_clip
 import pytest
@@ -124,3 +126,45 @@ def test_conversion_errors_name_what_differs(clipreid, tmp_path, capsys):
     extra = dict(state, **{"module.view_embed": torch.zeros(2, 2)})
     torch.save(extra, source)
     assert "view_embed" in error("--clipreid", str(source), *NO_PRETRAINED)
+
+
+@pytest.mark.parametrize("how", ["nan", "int64"])
+def test_damaged_weights_are_refused_and_nothing_is_written(how, clipreid, tmp_path):
+    """NaN in a weight, or a weight cast to an integer type: one error line naming it, exit 2, no output."""
+    state, _, _ = clipreid
+    key = "module.image_encoder.conv1.weight"
+    damaged = dict(state, **{key: state[key].clone().fill_(float("nan")) if how == "nan" else state[key].to(torch.int64)})
+    source = tmp_path / "ViT-B-16_60.pth"
+    torch.save(damaged, source)
+    output = tmp_path / "converted.pth"
+    proc = subprocess.run([sys.executable, "tools/convert_clipreid.py", "--clipreid", str(source), "--config-file",
+                           BASELINE, "--output", str(output), *NO_PRETRAINED],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, proc.stderr
+    expected = "holds NaN/Inf" if how == "nan" else "is int64, expected a floating tensor"
+    assert f"{source}: image_encoder.conv1.weight {expected}" in error[0]
+    assert not output.exists() and not os.path.exists(f"{output}.tmp")
+
+
+def test_nan_output_is_not_written(clipreid, tmp_path, capsys, monkeypatch):
+    """Weights that turn NaN during the conversion (text features) are not written either."""
+    state, _, _ = clipreid
+    source = tmp_path / "clipreid.pth"
+    torch.save(state, source)
+    output = tmp_path / "converted.pth"
+    tool = load_tool("convert_clipreid")
+    build = tool.build_converted_model
+
+    def build_nan(*args, **kwargs):
+        model, cfg = build(*args, **kwargs)
+        model.text_features.fill_(float("nan"))
+        return model, cfg
+
+    monkeypatch.setattr(tool, "build_converted_model", build_nan)
+    assert tool.main(["--clipreid", str(source), "--config-file", BASELINE, "--output", str(output),
+                      *NO_PRETRAINED]) == 2
+    assert "text_features holds NaN/Inf" in capsys.readouterr().err
+    assert not output.exists()

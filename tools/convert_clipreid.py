@@ -32,7 +32,7 @@ from fastreid.modeling import build_model
 from torch import Tensor
 
 import agreid
-from agreid.serialization import load_checkpoint_file, save_checkpoint_file
+from agreid.serialization import check_weights, load_checkpoint_file, save_checkpoint_file
 
 QUICK_GELU = {"auto": None, "yes": True, "no": False}
 # CLIP-ReID's module names -> this project's (prefix renames; the rest of a key is kept).
@@ -78,21 +78,29 @@ def load_clipreid(path: str) -> Dict[str, Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
+def target_key(key: str):
+    """The key of this project's model that CLIP-ReID's ``key`` becomes, or None (no place for it)."""
+    if key == "cv_embed":
+        return "backbone.camera_embedding"
+    if key == "prompt_learner.cls_ctx":
+        return "prompt_learner.pseudo_labels"
+    if key in _PROMPT_KEYS:  # the template's fixed words
+        return "prompt_learner.template_embedding"
+    for old, new in RENAMES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
 def convert_state_dict(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[str]]:
     """CLIP-ReID's keys renamed to this project's; returns ``(converted, keys not used)``."""
     converted, unused = {}, []
     for key, value in state.items():
-        if key == "cv_embed":
-            converted["backbone.camera_embedding"] = value
-            continue
-        if key in _PROMPT_KEYS:
-            continue
-        for old, new in RENAMES:
-            if key.startswith(old):
-                converted[new + key[len(old):]] = value
-                break
-        else:
+        new = target_key(key)
+        if new is None:
             unused.append(key)
+        elif key not in _PROMPT_KEYS:
+            converted[new] = value
     if "prompt_learner.cls_ctx" in state:
         converted["prompt_learner.pseudo_labels"] = state["prompt_learner.cls_ctx"]
         if "prompt_learner.token_prefix" in state and "prompt_learner.token_suffix" in state:
@@ -104,11 +112,17 @@ def convert_state_dict(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Lis
     return converted, unused
 
 
-def build_converted_model(state: Dict[str, Tensor], config_file: str, opts, quick_gelu=None):
+def build_converted_model(state: Dict[str, Tensor], config_file: str, opts, quick_gelu=None,
+                          source: str = "the CLIP-ReID checkpoint"):
     """The config's model with CLIP-ReID's weights: ``(model, cfg)``.
+
+    Args:
+        source: the checkpoint's path, for the error messages.
 
     Raises:
         ConversionError: keys that do not fit (named, with shapes for a size mismatch).
+        BadWeightsError: a weight holds NaN/Inf, or is not floating point where the model's is
+            (named by its CLIP-ReID key).
     """
     converted, unused = convert_state_dict(state)
     if unused:
@@ -142,6 +156,8 @@ def build_converted_model(state: Dict[str, Tensor], config_file: str, opts, quic
         raise ConversionError(f"the CLIP-ReID checkpoint and the model of {config_file} differ: "
                               f"keys only in the checkpoint {unexpected[:6]}, only in the model {missing[:6]} "
                               "(the baseline config has MODEL.ATTR.ENABLED False and TEMPLATE default)")
+    # Checked under CLIP-ReID's own names, against the dtypes of the entries they become.
+    check_weights(state, source, reference={k: expected[target_key(k)] for k in state if target_key(k) in expected})
     model.load_state_dict({**expected, **converted})
     model.build_text_features()
     return model.eval(), cfg
@@ -153,12 +169,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         model, cfg = build_converted_model(load_clipreid(args.clipreid), args.config_file, args.opts,
-                                           QUICK_GELU[args.quick_gelu])
-    except (FileNotFoundError, ValueError) as error:
+                                           QUICK_GELU[args.quick_gelu], source=args.clipreid)
+        state = model.state_dict()
+        # The text features are computed here: never write weights that cannot be evaluated.
+        check_weights(state, "the converted model", outcome=f"{args.output} was not written")
+    except (FileNotFoundError, ValueError) as error:  # ConversionError, BadWeightsError, unsafe files
         print(f"error: {error}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    save_checkpoint_file({"model": model.state_dict(), "converted_from": os.path.abspath(args.clipreid)}, args.output)
+    save_checkpoint_file({"model": state, "converted_from": os.path.abspath(args.clipreid)}, args.output)
     print(f"converted {args.clipreid}: {cfg.MODEL.HEADS.NUM_CLASSES} identities, "
           f"{cfg.MODEL.BACKBONE.NUM_CAMERAS} SIE cameras, {cfg.MODEL.BACKBONE.CLIP_NAME} -> {args.output}")
     print(f"evaluate: python tools/train_net.py --config-file {args.config_file} --eval-only "

@@ -217,8 +217,7 @@ def all_finite(state_dict: Dict[str, Any]) -> Optional[str]:
 
 
 def check_weights(state_dict: Mapping[str, Any], source: str,
-                  reference: Optional[Mapping[str, Any]] = None, *,
-                  outcome: str = "the weights were not loaded") -> None:
+                  reference: Optional[Mapping[str, Any]] = None, *, outcome: str = "") -> None:
     """Refuse weights that would load as meaningless numbers: the one check every loader makes.
 
     Args:
@@ -230,7 +229,8 @@ def check_weights(state_dict: Mapping[str, Any], source: str,
             ``load_state_dict`` would silently cast an integer tensor into the model. Integer
             buffers of the model (counters, token ids) stay integers. Without it, the tensors
             that are floating point are checked.
-        outcome: what the message says was not done.
+        outcome: what the message says was not done (default: the weights were not loaded,
+            with the likely cause).
 
     Raises:
         BadWeightsError: for the first bad entry, named: ``<source>: <key> holds NaN/Inf`` or
@@ -247,12 +247,13 @@ def check_weights(state_dict: Mapping[str, Any], source: str,
             if isinstance(expected, torch.dtype) and expected.is_floating_point and not value.is_floating_point():
                 raise BadWeightsError(
                     f"{source}: {key} is {_dtype_name(value.dtype)}, expected a floating tensor "
-                    f"({_dtype_name(expected)} in the model); {outcome}: it was cast on the way, use the "
-                    "original file.")
+                    f"({_dtype_name(expected)} in the model); "
+                    + (outcome or "the weights were not loaded: they were cast on the way, use the original file"))
         if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
             raise BadWeightsError(
-                f"{source}: {key} holds NaN/Inf; {outcome}: the file is damaged, or was saved from a "
-                "run that diverged.")
+                f"{source}: {key} holds NaN/Inf; "
+                + (outcome or "the weights were not loaded: the file is damaged, or was saved from a run "
+                              "that diverged"))
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
