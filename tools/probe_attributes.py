@@ -61,16 +61,34 @@ def parse_args(argv=None):
 
 # ------------------------------------------------------------------------------------ loading
 def load_pseudo_labels(path: str) -> np.ndarray:
-    """V (num_ids, r, width) from a checkpoint, read with ``weights_only=True``."""
+    """V (num_ids, r, width) from a checkpoint, read without executing code (weights_only / safetensors).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointFileError: the file holds code, is no checkpoint, or V holds NaN/Inf or is not
+            floating point (the message names the file).
+        ValueError: the checkpoint has no pseudo-labels.
+    """
     import torch
+    from agreid.serialization import check_weights, load_checkpoint_file
 
     if not os.path.isfile(path):
-        raise SystemExit(f"{path}: no such checkpoint")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
-    if PSEUDO_LABELS not in state:
-        raise SystemExit(f"{path} has no {PSEUDO_LABELS}: not an AG-ReID checkpoint")
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    state = load_checkpoint_file(path)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or PSEUDO_LABELS not in state:
+        raise ValueError(f"{path} has no {PSEUDO_LABELS}: not an AG-ReID checkpoint")
+    check_weights({PSEUDO_LABELS: state[PSEUDO_LABELS]}, path, reference={PSEUDO_LABELS: torch.float32})
     return state[PSEUDO_LABELS].float().numpy()
+
+
+def load_or_exit(path: str) -> np.ndarray:
+    """:func:`load_pseudo_labels`, or one line ``error: ...`` on stderr and exit status 2."""
+    try:
+        return load_pseudo_labels(path)
+    except (FileNotFoundError, ValueError) as error:  # CheckpointFileError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def identity_attributes(cfg) -> Tuple[List[Dict[str, str]], Dict[str, List[str]]]:
@@ -198,7 +216,7 @@ def main(argv=None) -> dict:
         if unknown:
             raise SystemExit(f"--attributes: unknown attribute {unknown[0]!r}; the data has {', '.join(sorted(schema))}")
         attributes = [{a: person[a] for a in keep} for person in attributes]
-    pseudo_labels = load_pseudo_labels(args.weights)
+    pseudo_labels = load_or_exit(args.weights)
     if len(pseudo_labels) != len(attributes):
         raise SystemExit(f"{args.weights} has tokens for {len(pseudo_labels)} identities but the training set of "
                          f"{args.config_file} has {len(attributes)}: wrong config or DATASETS.ROOT?")
@@ -207,7 +225,7 @@ def main(argv=None) -> dict:
     compare, compare_name = None, None
     if args.compare_weights:
         compare_cfg = agreid.get_agreid_cfg(args.compare_config, args.opts)
-        compare = load_pseudo_labels(args.compare_weights)
+        compare = load_or_exit(args.compare_weights)
         if len(compare) != len(attributes):
             raise SystemExit(f"{args.compare_weights} has tokens for {len(compare)} identities, not {len(attributes)}")
         compare_name = args.compare_name or f"template {compare_cfg.MODEL.PROMPT.TEMPLATE}"

@@ -17,6 +17,7 @@ ground truth). Two measurements on a trained AG-ReID checkpoint:
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -90,8 +91,12 @@ def mask_by_occlusion(model, cfg, items, occluded: np.ndarray, pid_rows: dict, c
 
 def main():
     args = parse_args()
-    cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
-    model = AGReIDTrainer.build_trained_model(cfg)
+    try:
+        cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
+        model = AGReIDTrainer.build_trained_model(cfg)
+    except (FileNotFoundError, ValueError) as error:  # an unsafe or damaged checkpoint, a wrong config
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     name = cfg.DATASETS.NAMES[0]
     data = DATASET_REGISTRY.get(name)(root=dataset_root(cfg))
@@ -118,7 +123,7 @@ def main():
 
     if model.heads is None:
         print("No attribute encoder in this model (MODEL.ATTR.ENABLED False): no noise-mask check.")
-        return
+        return 0
     cams = sorted({cam for _, _, cam in data.train}, key=natural_key)
     pid_rows = {p: i for i, p in enumerate(pids)}
     cam_rows = {c: i for i, c in enumerate(cams)}
@@ -127,7 +132,8 @@ def main():
     print(f"\nAttribute encoder vs pseudo-labels on the training images (Otsu gamma = {gamma:.3f}):")
     print(tabulate(table, headers=["images", "count", "mean cos(a, v)", "slots masked"],
                    floatfmt=".3f", tablefmt="pipe"))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

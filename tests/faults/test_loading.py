@@ -88,17 +88,32 @@ def test_deployed_encoder_refuses(evil_real_checkpoint, marker, tiny_run):
         _assert_refused(str(error.value), marker)
 
 
-@pytest.mark.parametrize("tool", ["export_image_encoder", "visualize_ranklist", "probe_pseudo_labels"])
+# Tools that report a refused file as one line "error: ..." with exit status 2.
+ONE_LINE = ("export_image_encoder", "probe_pseudo_labels", "probe_attributes")
+
+
+@pytest.mark.parametrize("tool", ["export_image_encoder", "visualize_ranklist", "probe_pseudo_labels",
+                                  "probe_attributes"])
 def test_tools_refuse(tool, evil_real_checkpoint, marker, tiny_run, tiny_dataset_root, tmp_path):
     config = ["--config-file", str(tiny_run / "config.yaml")]
     if tool == "export_image_encoder":
         args = config + ["--weights", str(evil_real_checkpoint), "--output", str(tmp_path / "deploy")]
+    elif tool == "probe_attributes":
+        args = config + ["--weights", str(evil_real_checkpoint), "--output-dir", str(tmp_path / "probe"),
+                         "DATASETS.ROOT", tiny_dataset_root]
     else:
         args = config + ["MODEL.WEIGHTS", str(evil_real_checkpoint), "DATASETS.ROOT", tiny_dataset_root]
     proc = subprocess.run([sys.executable, f"tools/{tool}.py", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0
     _assert_refused(proc.stderr, marker)
+    if tool in ONE_LINE:
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and str(evil_real_checkpoint) in errors[0], proc.stderr[-3000:]
+        assert REFUSED in errors[0]
+        assert not (tmp_path / "probe").exists()
 
 
 def test_clip_weights_refuse_code_and_read_safetensors(tmp_path, marker, evil_checkpoint):
