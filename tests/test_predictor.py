@@ -114,7 +114,7 @@ def test_tools_report_bad_input_by_name(run, tiny_dataset_root, tmp_path, capsys
     shutil.copy(os.path.join(_data(tiny_dataset_root, "query"), os.listdir(_data(tiny_dataset_root, "query"))[0]), broken)
     (broken / "broken.jpg").write_bytes(b"not a jpeg")
     message = error_of(extract, "--weights", checkpoint, "--images", str(broken), "--output", output)
-    assert "broken.jpg" in message and "cannot read image" in message
+    assert "broken.jpg" in message and "cannot be read" in message and "--skip-bad" in message
     # A checkpoint of another architecture: the message names the file and the keys that differ.
     other = tmp_path / "other" / "model_final.pth"
     other.parent.mkdir()
@@ -123,7 +123,10 @@ def test_tools_report_bad_input_by_name(run, tiny_dataset_root, tmp_path, capsys
     state["model"]["backbone.visual.extra_layer.weight"] = torch.zeros(2)
     del state["model"]["backbone.visual.ln_post.weight"]
     torch.save(state, other)
-    message = error_of(searcher, "--weights", str(other), "--gallery", str(broken), "--query", str(broken),
+    good = tmp_path / "good"
+    good.mkdir()
+    shutil.copy(os.path.join(_data(tiny_dataset_root, "query"), os.listdir(_data(tiny_dataset_root, "query"))[0]), good)
+    message = error_of(searcher, "--weights", str(other), "--gallery", str(good), "--query", str(good),
                        "--output", str(tmp_path / "s"))
     assert str(other) in message and "visual.ln_post.weight" in message and "visual.extra_layer.weight" in message
     assert not os.path.exists(output)
@@ -163,3 +166,68 @@ def test_search_tool_finds_the_image_and_caches_the_gallery(run, tiny_dataset_ro
     capsys.readouterr()
     with open(out / "results.csv") as handle:
         assert names[5] not in handle.read()
+
+
+def _exif_rotated_jpeg(path):
+    """A JPEG stored 128 wide x 64 high whose EXIF orientation (6: rotate 90 degrees) shows it 64 x 128."""
+    import numpy as np
+
+    stored = np.zeros((64, 128, 3), dtype=np.uint8)
+    stored[:, :, 0] = np.linspace(0, 255, 128, dtype=np.uint8)[None, :]  # left-right ramp: the rotation shows
+    stored[:32, :, 1] = 200
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+
+
+def _grey16_png(path):
+    """A 16-bit grey PNG, mid-grey (32767 of 65535) with a darker band."""
+    import numpy as np
+
+    values = np.full((128, 64), 32767, dtype=np.uint16)
+    values[40:60] = 8000
+    Image.fromarray(values).save(path)
+
+
+def test_predictor_reads_images_as_evaluation_does(run, tmp_path, capsys):
+    # EXIF orientation applied, 16-bit grey scaled (not clipped to white): the evaluation reader's decoding.
+    from fastreid.data import common
+
+    from agreid.data.datasets import decode_rgb
+    from agreid.data.transforms import build_agreid_transforms
+
+    cfg, checkpoint = run
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rotated, grey = str(folder / "rotated.jpg"), str(folder / "grey16.png")
+    _exif_rotated_jpeg(rotated)
+    _grey16_png(grey)
+    assert decode_rgb(rotated).size == (64, 128) and abs(float(torch.tensor(list(decode_rgb(grey).getdata())).float().mean()) - 110) < 10
+    evaluation = build_agreid_transforms(cfg, is_train=False)  # the test loader's transform
+    expected = torch.stack([evaluation(common.read_image(path)) for path in (rotated, grey)])
+    predictor = Predictor(checkpoint, device="cpu")
+    images = predictor.load([rotated, grey])
+    assert images.shape == expected.shape
+    torch.testing.assert_close(images, expected, rtol=0, atol=0)
+    features = predictor([rotated, grey])
+    torch.testing.assert_close(features, predictor.encode(expected), rtol=0, atol=1e-6)
+    # The tools read through the Predictor: the same features.
+    output = str(tmp_path / "feats.safetensors")
+    assert load_tool("extract_features").main(["--weights", checkpoint, "--images", str(folder), "--output", output]) == 0
+    capsys.readouterr()
+    torch.testing.assert_close(load_file(output)["features"], predictor.encode(expected[[1, 0]]), rtol=0, atol=1e-6)
+
+
+def test_predictor_refuses_camids_outside_the_sie_table(run, tiny_dataset_root, tmp_path, capsys):
+    _, checkpoint = run
+    paths, _ = list_images(_data(tiny_dataset_root, "query"))
+    predictor = Predictor(checkpoint, device="cpu")
+    for bad in (-1, NUM_CAMERAS):
+        with pytest.raises(ValueError, match=rf"camid {bad} .*0\.\.{NUM_CAMERAS - 1}"):
+            predictor(paths[:2], camids=[0, bad])
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"path,camid\n{paths[0]},1\n{paths[1]},-1\n")
+    assert load_tool("extract_features").main(["--weights", checkpoint, "--images", str(listing),
+                                               "--output", str(tmp_path / "f.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "camid -1" in err and f"0..{NUM_CAMERAS - 1}" in err

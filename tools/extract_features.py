@@ -6,11 +6,13 @@
 
 writes ``feats.safetensors`` (tensor ``features``, N x D, L2-normalised, row i = line i of the
 CSV; ``camids`` too when the list gave them) and ``feats.csv`` (``index,path[,camid]``).
-``--weights`` is a training checkpoint (its config is ``config.yaml`` beside it, or
-``--config-file``) or an exported ``image_encoder.pth``. ``--images`` is a folder (recursive),
-one image, or a list file (one path per line, or a CSV with ``path`` and optional ``camid``).
-Without camera ids, SIE uses ``--camera`` (default ``mean``: the mean camera embedding;
-``zero``: no camera term; or a training camera index). See docs/DEPLOY.md.
+``--weights`` is a training checkpoint (its config is ``--config-file``, else the one embedded
+in the checkpoint, else ``config.yaml`` beside it) or an exported ``image_encoder.safetensors``.
+``--images`` is a folder (recursive), one image, or a list file (one path per line, or a CSV
+with ``path`` and optional ``camid``). Every image is decoded once before the model is read:
+images that cannot be are all named in one error, or left out with a warning each under
+``--skip-bad``. Without camera ids, SIE uses ``--camera`` (default ``mean``: the mean camera
+embedding; ``zero``: no camera term; or a training camera index). See docs/DEPLOY.md.
 
 Read the features back with ``safetensors.torch.load_file("feats.safetensors")["features"]``.
 """
@@ -25,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 import agreid  # noqa: F401  # registration and fastreid fixes
-from agreid.predictor import Predictor, list_images
+from agreid.predictor import Predictor, check_images, list_images
 
 FORMAT = "agreid-features"
 
@@ -34,9 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="training checkpoint or exported image_encoder.pth")
-    parser.add_argument("--config-file", default="", help="config of a training checkpoint (default: config.yaml beside it)")
+    parser.add_argument("--config-file", default="",
+                        help="config of a training checkpoint (default: the one it embeds, else config.yaml beside it)")
     parser.add_argument("--images", required=True, help="folder, image, or list file (paths; or CSV path[,camid])")
     parser.add_argument("--output", required=True, help="features file to write, e.g. feats.safetensors")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out images that cannot be decoded (a warning names each) instead of stopping")
     parser.add_argument("--camera", default="mean", help="SIE rule without camera ids: mean, zero or a camera index")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0, help="image-decoding processes")
@@ -72,6 +77,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         paths, camids = list_images(args.images)
+        # Before the model is read: every bad file named at once, not one per run.
+        paths, camids = check_images(paths, camids, skip_bad=args.skip_bad, what=f"images of {args.images}",
+                                     hint="fix or remove them, or pass --skip-bad to leave them out")
         predictor = Predictor(args.weights, config_file=args.config_file, opts=args.opts, camera=args.camera,
                               device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                               progress=True)

@@ -7,8 +7,10 @@
 writes ``search_out/results.csv`` (``query,rank,gallery,score``, score = cosine similarity)
 and ``search_out/ranklist.png`` (each query, then its top-k with scores). Gallery features are
 cached in ``search_out/gallery_features.safetensors`` (``--cache`` to put them elsewhere) and
-recomputed only when the gallery's files (names, sizes, modification times), the weights or
-the camera rule change. The index is faiss's exact ``IndexFlatIP`` on L2-normalised features
+recomputed when the gallery's files (names, sizes, modification times), camera ids, the weights
+or the camera rule change, and (with a warning) when the cache does not hold one feature row
+per gallery image, for the same images in the same order. Every query image, and every gallery
+image the cache does not hold, is decoded once before the model is read. The index is faiss's exact ``IndexFlatIP`` on L2-normalised features
 (cosine similarity), on every GPU faiss sees, else on the CPU. ``--weights``, ``--config-file``
 and ``--camera`` are as in tools/extract_features.py.
 """
@@ -28,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 import agreid  # noqa: F401  # registration and fastreid fixes
-from agreid.predictor import Predictor, list_images
+from agreid.predictor import Predictor, check_images, list_images
 from agreid.visualization import RankedImage, RankPanel, RankRow, draw_rank_rows, save_picture
 
 CACHE_FILE = "gallery_features.safetensors"
@@ -39,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="training checkpoint or exported image_encoder.pth")
-    parser.add_argument("--config-file", default="", help="config of a training checkpoint (default: config.yaml beside it)")
+    parser.add_argument("--config-file", default="",
+                        help="config of a training checkpoint (default: the one it embeds, else config.yaml beside it)")
     parser.add_argument("--gallery", required=True, help="gallery folder (recursive) or list file")
     parser.add_argument("--query", required=True, help="query image, folder or list file")
     parser.add_argument("--top-k", type=int, default=10, help="matches per query")
@@ -50,32 +53,66 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked before anything is read: faiss would stop on them with a bare AssertionError.
+    for option, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
+        if value < 1:
+            parser.error(f"{option} must be at least 1, got {value}")
+    if args.num_queries_drawn < 0:
+        parser.error(f"--num-queries-drawn must be at least 0, got {args.num_queries_drawn}")
+    return args
 
 
-def fingerprint(paths: Sequence[str], weights: str, camera: str) -> str:
-    """A hash of what the gallery features depend on: the files, the weights and the camera rule."""
+def fingerprint(paths: Sequence[str], camids, weights: str, camera: str) -> str:
+    """A hash of what the gallery features depend on: the files, their camera ids, the weights
+    and the camera rule."""
     digest = hashlib.sha256()
     for path in [weights, *paths]:
         stat = os.stat(path)
         digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    digest.update(f"camera={camera}".encode())
+    digest.update(f"camera={camera}\ncamids={None if camids is None else list(camids)}".encode())
     return digest.hexdigest()
 
 
-def gallery_features(predictor: Predictor, paths: List[str], camids, cache: str, key: str) -> Tuple[torch.Tensor, bool]:
-    """The gallery's features from ``cache`` when its fingerprint is ``key``, else computed and cached.
+def read_cache(cache: str, key: str, paths: Sequence[str]):
+    """The features in ``cache`` if it was written for fingerprint ``key`` and holds one finite
+    row per image of ``paths``, listed for those images in that order; else None (logged)."""
+    if not os.path.isfile(cache):
+        return None
+    try:
+        with safe_open(cache, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("fingerprint") != key:
+                logger.info("Gallery, weights or camera rule changed since %s was written: recomputing", cache)
+                return None
+            features = handle.get_tensor("features")
+        listed = json.loads(metadata.get("paths", "null"))
+    except (SafetensorError, OSError, ValueError) as error:
+        logger.warning("Ignoring unreadable gallery cache %s (%s): recomputing", cache, error)
+        return None
+    # The fingerprint only says what the cache was written for, not that it holds it all.
+    if features.dim() != 2 or features.shape[0] != len(paths):
+        logger.warning("Gallery cache %s holds %s feature rows for %d gallery images: recomputing", cache,
+                       features.shape[0] if features.dim() else 0, len(paths))
+        return None
+    if not isinstance(listed, list) or [os.path.abspath(str(p)) for p in listed] != [os.path.abspath(p) for p in paths]:
+        logger.warning("Gallery cache %s lists other images than the %d of the gallery: recomputing", cache, len(paths))
+        return None
+    if not torch.isfinite(features).all():
+        logger.warning("Gallery cache %s holds NaN/Inf features: recomputing", cache)
+        return None
+    return features
 
-    Returns ``(features, from_cache)``.
-    """
-    if os.path.isfile(cache):
-        try:
-            with safe_open(cache, framework="pt") as handle:
-                if (handle.metadata() or {}).get("fingerprint") == key:
-                    return handle.get_tensor("features"), True
-            logger.info("Gallery, weights or camera rule changed since %s was written: recomputing", cache)
-        except (SafetensorError, OSError) as error:
-            logger.warning("Ignoring unreadable gallery cache %s (%s)", cache, error)
+
+def gallery_features(predictor: Predictor, paths: List[str], camids, cache: str, key: str,
+                     cached=None) -> Tuple[torch.Tensor, bool]:
+    """The gallery's features: ``cached`` (from :func:`read_cache`) when they fit the predictor,
+    else computed and written to ``cache``. Returns ``(features, from_cache)``."""
+    if cached is not None:
+        if cached.shape[1] == predictor.feature_dim:
+            return cached, True
+        logger.warning("Gallery cache %s holds %d-d features, the model gives %d-d: recomputing", cache,
+                       cached.shape[1], predictor.feature_dim)
     features = predictor(paths, camids)
     os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     save_file({"features": features.contiguous()}, cache,
@@ -109,10 +146,17 @@ def main(argv=None) -> int:
     try:
         gallery_paths, gallery_camids = list_images(args.gallery)
         query_paths, query_camids = list_images(args.query)
+        # Before the model is read: every bad file named at once (gallery files only when the
+        # cache does not hold their features).
+        check_images(query_paths, what=f"query images of {args.query}")
+        key = fingerprint(gallery_paths, gallery_camids, args.weights, str(args.camera)) \
+            if os.path.isfile(args.weights) else ""
+        cached = read_cache(cache, key, gallery_paths) if key else None
+        if cached is None:
+            check_images(gallery_paths, what=f"gallery images of {args.gallery}")
         predictor = Predictor(args.weights, config_file=args.config_file, opts=args.opts, camera=args.camera,
                               device=args.device, batch_size=args.batch_size, progress=True)
-        key = fingerprint(gallery_paths, args.weights, str(args.camera))
-        gallery, cached = gallery_features(predictor, gallery_paths, gallery_camids, cache, key)
+        gallery, cached = gallery_features(predictor, gallery_paths, gallery_camids, cache, key, cached)
         queries = predictor(query_paths, query_camids)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

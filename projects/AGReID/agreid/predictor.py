@@ -4,11 +4,14 @@
     predictor = Predictor("logs/occduke/agreid/model_final.pth")   # or deploy/image_encoder.pth
     features = predictor(["a.jpg", "b.jpg"])                        # (2, D), L2-normalised
 
-Images are read with PIL, resized and turned into 0-255 tensors by fastreid's own test
-transforms (the trained resize to the encoder's input size, ``ToTensor``), and normalised inside
-the encoder, with the settings stored with the weights. A training checkpoint needs the config
-it was trained with: given, or ``config.yaml`` beside the checkpoint (fastreid's
-``OUTPUT_DIR`` layout); an exported encoder carries its settings.
+Image files are decoded as evaluation decodes them (:func:`agreid.data.datasets.decode_rgb`:
+EXIF orientation applied, 16-bit grey scaled to 8 bits, alpha dropped), resized and turned
+into 0-255 tensors by fastreid's own test transforms (the resize to the encoder's input size
+with the evaluated interpolation, ``INPUT.INTERPOLATION_TEST``; ``ToTensor``), and normalised
+inside the encoder, with the settings stored with the weights. A training checkpoint needs the
+config it was trained with: given, else the one embedded in the checkpoint (this project's
+checkpoints hold it), else ``config.yaml`` beside the checkpoint (fastreid's ``OUTPUT_DIR``
+layout); an exported encoder carries its settings.
 
 Camera ids. With SIE the encoder adds a learned camera embedding to the CLS token. Your own
 photos have no camera id, so a camera-agnostic rule (:data:`CAMERA_RULES`) stands in for it:
@@ -18,7 +21,8 @@ photos have no camera id, so a camera-agnostic rule (:data:`CAMERA_RULES`) stand
 - ``zero``: no camera term at all (as if SIE were off).
 - an integer ``k``: every image is treated as seen by training camera ``k``.
 
-Camera ids given per image (``camids=``) are used as they are.
+Camera ids given per image (``camids=``) are used as they are; they must be training camera
+ids, ``0..num_cameras-1`` (a ValueError names any other).
 """
 from __future__ import annotations
 
@@ -37,7 +41,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .config import get_agreid_cfg
-from .modeling.deploy import DeployedImageEncoder, build_deployed_encoder
+from .data.datasets import BadImageError, decode_rgb, verify_images
+from .modeling.deploy import EXPORT_FORMAT, DeployedImageEncoder, build_deployed_encoder
+from .serialization import is_safetensors_file, load_checkpoint_file, safetensors_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ class ImageReadError(ValueError):
 
 
 def read_image(path: Union[str, os.PathLike]) -> Image.Image:
-    """The RGB image at ``path``.
+    """The RGB image at ``path``, decoded as evaluation decodes it (:func:`decode_rgb`).
 
     Raises:
         ImageReadError: the file is missing or cannot be decoded (the message names it).
@@ -62,10 +68,49 @@ def read_image(path: Union[str, os.PathLike]) -> Image.Image:
     if not os.path.isfile(path):
         raise ImageReadError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        return decode_rgb(path)
     except Exception as error:  # PIL raises several types; the user needs the file name
         raise ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
+
+
+def check_images(paths: Sequence[str], camids: Optional[Sequence[int]] = None, *, skip_bad: bool = False,
+                 what: str = "images", hint: str = "") -> Tuple[List[str], Optional[List[int]]]:
+    """Decode every image once, before any model is read, as training does (:func:`verify_images`).
+
+    Args:
+        paths, camids: the images (and their camera ids, or None).
+        skip_bad: drop the images that cannot be decoded, with a warning naming each
+            (training's ``DATASETS.BAD_IMAGES skip``); else raise.
+        what: how to name the set in messages, e.g. ``"images of my_crops/"``.
+        hint: appended to the error, e.g. how to skip the bad images.
+
+    Returns:
+        ``(paths, camids)`` of the images that decode.
+
+    Raises:
+        ImageReadError: one line naming every image that cannot be decoded (not ``skip_bad``),
+            or none is left (``skip_bad``).
+    """
+    items = [(path, 0, None if camids is None else camids[i]) for i, path in enumerate(paths)]
+    try:
+        kept = verify_images(items, "skip" if skip_bad else "error", what)
+    except BadImageError as error:
+        listing = "; ".join(" ".join(line.split()) for line in error.bad)
+        raise ImageReadError(f"{len(error.bad)} of the {len(items)} {what} cannot be read: {listing}"
+                             + (f" ({hint})" if hint else "")) from None
+    if not kept:
+        raise ImageReadError(f"none of the {len(items)} {what} can be read")
+    return [item[0] for item in kept], (None if camids is None else [item[2] for item in kept])
+
+
+def check_camids(camids: Sequence[int], num_cameras: int) -> None:
+    """Raise ValueError naming the first camera id outside ``0..num_cameras-1`` (none without SIE)."""
+    if num_cameras <= 0:
+        return
+    for camid in torch.as_tensor(camids).reshape(-1).tolist():
+        if not 0 <= camid < num_cameras:
+            raise ValueError(f"camid {camid} is not a training camera: camera ids must be in 0..{num_cameras - 1} "
+                             f"(the SIE table has {num_cameras} rows).")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -169,22 +214,50 @@ def camera_row(table: Tensor, camera: Union[str, int]) -> Tensor:
 
 
 def resolve_config(weights: str, config_file: str = "", opts: Sequence[str] = ()):
-    """The config for a training checkpoint: ``config_file``, else ``config.yaml`` beside ``weights``.
+    """The config for a training checkpoint: ``config_file``, else the config embedded in the
+    checkpoint, else ``config.yaml`` beside ``weights``.
 
-    Returns None when neither exists (fine for an exported encoder, which carries its settings).
+    Returns None for an exported encoder (it carries its settings), or when ``weights`` is
+    missing (building the encoder names it).
 
     Raises:
         FileNotFoundError: ``config_file`` is given but missing.
+        ValueError: a training checkpoint with no config anywhere (the message says to pass
+            one), or an embedded config this version cannot read.
     """
     if config_file:
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"config file not found: {config_file}")
         return get_agreid_cfg(config_file, list(opts))
+    if not os.path.isfile(weights):
+        return None
+    if is_safetensors_file(weights):
+        if safetensors_metadata(weights).get("format") == EXPORT_FORMAT:
+            return None
+        embedded = None
+    else:
+        checkpoint = load_checkpoint_file(weights)  # never executes code
+        if isinstance(checkpoint, dict) and checkpoint.get("format") == EXPORT_FORMAT:
+            return None
+        from .engine.checkpoint import checkpoint_config
+
+        embedded = checkpoint_config(checkpoint)
+    if embedded is not None:
+        logger.info("Using the config embedded in %s", weights)
+        cfg = get_agreid_cfg()
+        try:
+            cfg.merge_from_other_cfg(embedded)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"the config embedded in {weights} does not fit this version of AG-ReID ({error}): "
+                             f"pass the config it was trained with (--config-file).") from error
+        cfg.merge_from_list(list(opts))
+        return cfg
     beside = os.path.join(os.path.dirname(os.path.abspath(weights)), RUN_CONFIG_FILE)
     if os.path.isfile(beside):
         logger.info("Using the run's config %s for %s", beside, weights)
         return get_agreid_cfg(beside, list(opts))
-    return None
+    raise ValueError(f"{weights} is a training checkpoint with no config embedded and no {RUN_CONFIG_FILE} "
+                     f"beside it: pass the config it was trained with (--config-file FILE; config_file= in Python).")
 
 
 class _ImageFiles(Dataset):
@@ -196,9 +269,9 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         image = self.images[index]
-        if not isinstance(image, Image.Image):
-            image = read_image(image)
-        return self.transform(image.convert("RGB"))
+        # Files: evaluation's decoding. PIL images are the caller's: taken as they are, in RGB.
+        image = image.convert("RGB") if isinstance(image, Image.Image) else read_image(image)
+        return self.transform(image)
 
 
 class Predictor:
@@ -207,8 +280,9 @@ class Predictor:
     Args:
         weights: a training checkpoint (``model_final.pth``), an exported ``image_encoder.pth``,
             or an already built :class:`DeployedImageEncoder`.
-        config_file: the config a training checkpoint was trained with (default: the
-            ``config.yaml`` beside it); ignored for an exported encoder.
+        config_file: the config a training checkpoint was trained with (default: the one
+            embedded in the checkpoint, else the ``config.yaml`` beside it); ignored for an
+            exported encoder.
         opts: ``KEY VALUE`` config overrides.
         camera: the camera-agnostic SIE rule for images without camera ids (module docstring).
         device: ``cuda`` when available, else ``cpu``, unless given.
@@ -278,6 +352,7 @@ class Predictor:
         if camids is None:
             zeros = torch.zeros(images.shape[0], dtype=torch.long, device=self.device)
             return self.agnostic_encoder(images, zeros).float()
+        check_camids(camids, self.num_cameras)
         return self.encoder(images, torch.as_tensor(camids, device=self.device).long()).float()
 
     def __call__(self, images: Sequence[ImageInput], camids: Optional[Sequence[int]] = None) -> Tensor:
@@ -285,11 +360,14 @@ class Predictor:
 
         Raises:
             ImageReadError: an image cannot be read (named in the message).
-            ValueError: ``camids`` does not have one id per image.
+            ValueError: ``camids`` does not have one id per image, or one is outside
+                ``0..num_cameras-1`` (named in the message).
         """
         images = list(images)
         if camids is not None and len(camids) != len(images):
             raise ValueError(f"{len(camids)} camera ids for {len(images)} images.")
+        if camids is not None:
+            check_camids(camids, self.num_cameras)
         loader = DataLoader(_ImageFiles(images, self.transform), batch_size=self.batch_size,
                             num_workers=self.num_workers, shuffle=False)
         chunks: List[Tensor] = []

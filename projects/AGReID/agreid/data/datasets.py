@@ -32,7 +32,11 @@ class DatasetLayoutError(FileNotFoundError):
 
 
 class BadImageError(RuntimeError):
-    """One or more images of a dataset cannot be decoded."""
+    """One or more images of a dataset cannot be decoded; ``bad`` holds one ``path: error`` each."""
+
+    def __init__(self, message: str, bad: Sequence[str] = ()):
+        super().__init__(message)
+        self.bad = list(bad)
 
 
 def _list_images(folder: str) -> List[str]:
@@ -285,7 +289,7 @@ def verify_images(items: Iterable[Item], policy: str = "error", what: str = "dat
         listing = "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else "")
         raise BadImageError(
             f"{len(bad)} image(s) of the {what} cannot be decoded:\n  {listing}\n"
-            f"Fix or remove them, or set DATASETS.BAD_IMAGES skip to train without them.")
+            f"Fix or remove them, or set DATASETS.BAD_IMAGES skip to train without them.", bad)
     for err in bad:
         logger.warning("Skipping unreadable image in the %s: %s", what, err)
     return [item for item, err in zip(items, errors) if err is None]
