@@ -92,3 +92,45 @@ def test_benchmark_tool_times_each_backend_on_the_same_batch(capsys):
         assert float(images_per_second) > 0 and float(ms) > 0 and float(difference) < ATOL
     assert tool.main(["--batch-size", "2"]) == 2
     assert "--config-file" in capsys.readouterr().err
+
+
+def test_onnx_wrappers_check_the_input_contract(tmp_path):
+    # What onnxruntime would answer with a node error (or, for camid -1, silently the last
+    # camera's row) is refused with a ValueError that names the value and the valid range.
+    encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg()))
+    path = str(tmp_path / "encoder.onnx")
+    export_onnx(encoder, path)
+    session = onnx_session(path, ["CPUExecutionProvider"])
+    images, camids = _inputs(encoder, 3, 0)
+    images, camids = images.numpy(), camids.numpy()
+    height, width = encoder.backbone.input_size
+
+    def refused(feeds, *patterns):
+        with pytest.raises(ValueError) as error:
+            session.run(None, feeds)
+        for pattern in patterns:
+            assert pattern in str(error.value), str(error.value)
+
+    refused({"images": images, "camids": np.zeros(5, dtype=np.int64)}, "camids", "5", "3 images")
+    refused({"images": images[:0], "camids": camids[:0]}, "batch", "0", "at least 1")
+    refused({"images": images, "camids": np.array([0, -1, 1])}, "camid -1", f"0..{NUM_CAMERAS - 1}")
+    refused({"images": images, "camids": np.array([0, NUM_CAMERAS, 1])}, f"camid {NUM_CAMERAS}", f"0..{NUM_CAMERAS - 1}")
+    refused({"images": images, "camids": camids.astype(np.float32)}, "camids", "float32", "int64")
+    refused({"images": images}, "camids", "required")
+    refused({"images": images.astype(np.float64), "camids": camids}, "images", "float64", "float32")
+    refused({"images": images[:, :, :height - 1], "camids": camids}, "images", f"(3, 3, {height - 1}, {width})",
+            f"(batch, 3, {height}, {width})")
+    # Valid input runs as before, also through the wrapper's call.
+    got = session.run(None, {"images": images, "camids": camids})[0]
+    with torch.no_grad():
+        expected = encoder(torch.from_numpy(images), torch.from_numpy(camids)).numpy()
+    assert np.abs(got - expected).max() < ATOL
+    assert np.abs(session(images, camids) - expected).max() < ATOL
+
+    agnostic_path = str(tmp_path / "agnostic.onnx")
+    export_onnx(encoder, agnostic_path, camera="mean")
+    agnostic = onnx_session(agnostic_path, ["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="takes no camids"):
+        agnostic.run(None, {"images": images, "camids": camids})
+    with pytest.raises(ValueError, match="batch size 0"):
+        agnostic(images[:0])

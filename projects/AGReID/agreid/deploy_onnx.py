@@ -5,14 +5,20 @@ input size, and returns ``features`` (B, D): the L2-normalised test feature. The
 normalisation is inside the graph; the batch size is dynamic. With SIE the graph also takes
 ``camids`` (B,) int64, unless it is exported camera-agnostic (one SIE vector for every image,
 by a rule of :func:`agreid.predictor.camera_agnostic_encoder`). See docs/DEPLOY.md.
+
+onnxruntime itself checks little of this contract: camera ids outside ``0..num_cameras-1``
+(``-1`` picks the last camera's row), a ``camids`` of another length than the batch or an
+empty batch end in node errors or in silently wrong features. :func:`onnx_session` returns an
+:class:`OnnxImageEncoder`, which checks the inputs first and names what is wrong.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import logging
+import re
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -117,12 +123,104 @@ def export_onnx(
     return difference
 
 
-def onnx_session(path: str, providers: Optional[Sequence[str]] = None) -> onnxruntime.InferenceSession:
-    """An onnxruntime session of ``path``: the given providers, else CUDA when available, then CPU."""
+class OnnxImageEncoder:
+    """An onnxruntime session of an exported encoder that checks the input contract first.
+
+    ``run(output_names, feeds)`` is the session's, after :meth:`check`; ``encoder(images,
+    camids=None)`` returns the features; any other attribute (``get_inputs``, ``get_providers``,
+    ...) is the session's.
+
+    The contract (docs/DEPLOY.md): ``images`` float32 (batch, 3, H, W) at the exported input
+    size, batch >= 1; ``camids`` int64 (batch,) in ``0..num_cameras-1``, given exactly when the
+    graph has that input (SIE, not camera-agnostic).
+    """
+
+    def __init__(self, session: onnxruntime.InferenceSession):
+        self.session = session
+        inputs = {node.name: node for node in session.get_inputs()}
+        if "images" not in inputs:
+            raise ValueError(f"this ONNX graph takes {sorted(inputs)}, not an AG-ReID image encoder's 'images'.")
+        dims = inputs["images"].shape[1:]
+        self.input_size = tuple(dims[1:]) if all(isinstance(d, int) for d in dims) else None
+        self.with_camids = "camids" in inputs
+        metadata = session.get_modelmeta().custom_metadata_map
+        if "num_cameras" in metadata:
+            self.num_cameras: Optional[int] = int(metadata["num_cameras"])
+        else:  # files exported before the key: "int64 (batch,) in 0..N-1"
+            found = re.search(r"in 0\.\.(\d+)", metadata.get("camids", ""))
+            self.num_cameras = int(found.group(1)) + 1 if found else None
+
+    def __getattr__(self, name: str):
+        if name == "session":  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.session, name)
+
+    def check(self, feeds: Dict[str, np.ndarray]) -> None:
+        """Raise ValueError naming the input, its value and the valid range, if ``feeds`` breaks the contract."""
+        expected = ["images", "camids"] if self.with_camids else ["images"]
+        unknown = sorted(set(feeds) - set(expected))
+        if unknown:
+            extra = "; this graph takes no camids (no SIE, or camera-agnostic)" if "camids" in unknown else ""
+            raise ValueError(f"unknown input(s) {unknown}: this graph takes {expected}{extra}.")
+        if "images" not in feeds:
+            raise ValueError(f"input 'images' is required: this graph takes {expected}.")
+        images = feeds["images"]
+        height, width = self.input_size or ("H", "W")
+        if not isinstance(images, np.ndarray):
+            raise ValueError(f"images must be a numpy array, got {type(images).__name__}.")
+        if images.dtype != np.float32:
+            raise ValueError(f"images has dtype {images.dtype}: the encoder takes float32 (RGB, 0-255).")
+        if images.ndim != 4 or images.shape[1] != 3 or (self.input_size and tuple(images.shape[2:]) != self.input_size):
+            raise ValueError(f"images has shape {tuple(images.shape)}: the encoder takes (batch, 3, {height}, {width}), "
+                             f"RGB, resized to the exported input size.")
+        batch = images.shape[0]
+        if batch < 1:
+            raise ValueError("images has batch size 0: the encoder needs at least 1 image (batch >= 1).")
+        if not self.with_camids:
+            return
+        if "camids" not in feeds:
+            raise ValueError(f"input 'camids' is required: this graph has SIE and takes int64 (batch,) camera ids "
+                             f"in {self._camera_range()}.")
+        camids = feeds["camids"]
+        if not isinstance(camids, np.ndarray):
+            raise ValueError(f"camids must be a numpy array, got {type(camids).__name__}.")
+        if camids.dtype != np.int64:
+            raise ValueError(f"camids has dtype {camids.dtype}: the encoder takes int64.")
+        if camids.shape != (batch,):
+            raise ValueError(f"camids has shape {tuple(camids.shape)}: one camera id per image is needed, "
+                             f"shape ({batch},) for the {batch} images.")
+        limit = self.num_cameras if self.num_cameras is not None else np.iinfo(np.int64).max
+        outside = camids[(camids < 0) | (camids >= limit)]
+        if outside.size:
+            raise ValueError(f"camid {int(outside[0])} is outside {self._camera_range()}, the training cameras of "
+                             f"this encoder.")
+
+    def _camera_range(self) -> str:
+        return f"0..{self.num_cameras - 1}" if self.num_cameras else "0..num_cameras-1"
+
+    def run(self, output_names, input_feed: Dict[str, np.ndarray], run_options=None):
+        """``InferenceSession.run`` after :meth:`check`."""
+        self.check(input_feed)
+        return self.session.run(output_names, input_feed, run_options)
+
+    def __call__(self, images, camids=None) -> np.ndarray:
+        """Features (B, D) of 0-255 images (B, 3, H, W) (numpy or torch); camids only with SIE."""
+        feeds = {"images": images.detach().cpu().numpy() if isinstance(images, Tensor) else images}
+        if camids is not None:
+            camids = camids.detach().cpu().numpy() if isinstance(camids, Tensor) else np.asarray(camids)
+            if np.issubdtype(camids.dtype, np.integer):
+                camids = camids.astype(np.int64)
+            feeds["camids"] = camids
+        return self.run(["features"], feeds)[0]
+
+
+def onnx_session(path: str, providers: Optional[Sequence[str]] = None) -> OnnxImageEncoder:
+    """An onnxruntime session of ``path`` that checks its inputs (:class:`OnnxImageEncoder`): the
+    given providers, else CUDA when available, then CPU."""
     if providers is None:
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return onnxruntime.InferenceSession(path, providers=list(providers))
+    return OnnxImageEncoder(onnxruntime.InferenceSession(path, providers=list(providers)))
 
 
 def _cpu_copy(encoder: DeployedImageEncoder) -> DeployedImageEncoder:
@@ -146,6 +244,8 @@ def _add_metadata(model: onnx.ModelProto, encoder: DeployedImageEncoder, with_ca
         "camids": (f"int64 (batch,) in 0..{encoder.backbone.num_cameras - 1}" if with_camids
                    else "none (no SIE)" if encoder.backbone.num_cameras == 0
                    else f"none (camera-agnostic SIE: {camera})"),
+        "num_cameras": encoder.backbone.num_cameras,
+        "batch": "dynamic, at least 1",
     }
     if encoder.settings is not None:
         values["clip_name"] = encoder.settings.clip_name
