@@ -117,10 +117,11 @@ def test_training_checkpoint_loader_refuses(how, run_dir, tmp_path):
     assert torch.equal(model.state_dict()[CONV1], before), "the model was changed"
 
 
-def test_eval_only_refuses_nan_checkpoint(run_dir, tmp_path):
+def test_eval_only_refuses_nan_checkpoint(run_dir, tiny_dataset_root, tmp_path):
     checkpoint = _damaged_checkpoint(run_dir, tmp_path, "nan")
     proc = _tool("train_net", "--config-file", str(run_dir / "config.yaml"), "--eval-only",
-                 "MODEL.WEIGHTS", str(checkpoint), "OUTPUT_DIR", str(tmp_path / "eval"))
+                 "MODEL.WEIGHTS", str(checkpoint), "DATASETS.ROOT", tiny_dataset_root,
+                 "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "eval"))
     _one_error_line(proc, str(checkpoint), DAMAGE["nan"][1])
 
 
@@ -135,3 +136,12 @@ def test_clip_weights_refused(how, tmp_path):
     save_file(state, str(path))
     with pytest.raises(CheckpointFileError, match=f"{key} " + DAMAGE[how][1].split(" ", 1)[1]):
         create_clip("AGReID-Tiny-ViT", checkpoint_path=str(path))
+
+
+def test_export_refuses_nan_checkpoint(run_dir, tmp_path):
+    checkpoint = _damaged_checkpoint(run_dir, tmp_path, "nan")
+    output = tmp_path / "deploy"
+    proc = _tool("export_image_encoder", "--config-file", str(run_dir / "config.yaml"), "--weights", str(checkpoint),
+                 "--output", str(output))
+    _one_error_line(proc, str(checkpoint), DAMAGE["nan"][1])
+    assert not output.exists()
