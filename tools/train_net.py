@@ -15,11 +15,14 @@ import os
 import sys
 
 import agreid
+from agreid.config import ConfigFileError
 from agreid.data.datasets import BadImageError, DatasetLayoutError
 from agreid.engine import AGReIDTrainer, launch
 from agreid.engine.cameras import check_test_cameras
 from agreid.engine.checkpoint import CheckpointMismatchError
-from agreid.engine.run_guard import OutputDirError, OutputDirLock, resolve_seed, seed_everything
+from agreid.engine.preflight import check_config
+from agreid.engine.run_guard import (OutputDirError, OutputDirLock, OutputDirSnapshot, resolve_seed,
+                                     seed_everything, write_failure_message)
 from agreid.modeling.clip_loader import CLIPWeightsNotFoundError
 from agreid.serialization import CheckpointFileError
 from fastreid.engine import default_argument_parser, default_setup
@@ -42,33 +45,55 @@ class UserError(Exception):
 
 
 def setup(args):
-    """Config from fastreid's defaults, AG-ReID's keys, the file and the command line; seed,
-    output-folder lock and logs."""
+    """Config from fastreid's defaults, AG-ReID's keys, the file and the command line; the
+    checks that need no data; seed, output-folder lock and logs.
+
+    Returns ``(cfg, snapshot)``: ``snapshot`` (None on other ranks) restores ``OUTPUT_DIR`` as it
+    was before this command, for a command refused before any work.
+    """
     try:
         cfg = agreid.get_agreid_cfg(args.config_file, args.opts)
+    except ConfigFileError as error:
+        raise UserError(str(error)) from error
     except FileNotFoundError as error:
         raise UserError(f"config file: {error}") from error
     except BUILD_ERRORS as error:
         raise UserError(f"config {args.config_file or '(defaults)'}: {_message(error)}") from error
+    try:
+        check_config(cfg, comm.get_world_size())  # optimiser names, rules, batch arithmetic
+    except ValueError as error:
+        raise UserError(_message(error)) from error
     resolve_seed(cfg)  # SEED -1: a fresh seed, recorded in config.yaml
     cfg.freeze()
+    snapshot = None
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
         _LOCKS.append(lock)
         atexit.register(lock.release)  # also when a spawned process ends
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="agreid")
+        snapshot = OutputDirSnapshot(cfg.OUTPUT_DIR)
+    try:
+        default_setup(cfg, args)
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="agreid")
+    except OSError as error:  # e.g. a full disk while writing config.yaml or the log
+        if snapshot is not None:
+            snapshot.restore()
+        raise OutputDirError(write_failure_message(cfg.OUTPUT_DIR, error.filename or cfg.OUTPUT_DIR, error)) \
+            from error
     # After default_setup, which seeds every generator at random.
     seed_everything(cfg.SEED, comm.get_rank(), cfg.DETERMINISTIC)
-    return cfg
+    return cfg, snapshot
 
 
 def main(args):
-    """One process of the run: evaluate MODEL.WEIGHTS, or train (and evaluate)."""
-    cfg = setup(args)
+    """One process of the run: evaluate MODEL.WEIGHTS, or train (and evaluate).
+
+    A command refused before any work (the user's mistake) leaves ``OUTPUT_DIR`` as it was.
+    """
+    cfg, snapshot = setup(args)
     try:
         if args.eval_only:
             model = AGReIDTrainer.build_trained_model(cfg)
+            check_test_cameras(cfg)  # with the training cameras the checkpoint records
         else:
             trainer = AGReIDTrainer(cfg)
             try:
@@ -77,9 +102,11 @@ def main(args):
             except BaseException:
                 trainer._stop_prefetching()  # a live prefetch thread aborts the exit
                 raise
-    except USER_ERRORS:
-        raise
-    except BUILD_ERRORS as error:
+    except (*USER_ERRORS, *BUILD_ERRORS) as error:
+        if snapshot is not None:
+            snapshot.restore()
+        if isinstance(error, USER_ERRORS):
+            raise
         raise UserError(_message(error)) from error
     if args.eval_only:
         return AGReIDTrainer.test(cfg, model)

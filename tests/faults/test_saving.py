@@ -135,10 +135,32 @@ def test_nan_names_the_loss_and_keeps_the_last_good_checkpoint(tiny_dataset_root
     assert hook.saved_before, "no checkpoint was saved before the blow-up"
     good = hook.saved_before[-1]
     assert _last(out) == good
+    assert f"last_checkpoint names {good}, the last checkpoint whose weights gave a finite loss" in message
     bad = [p.name for p in out.iterdir() if p.name.endswith(".pth.bad")]
     assert len(bad) == 1 and bad[0] not in (good + ".bad",)
     weights = serialization.load_checkpoint_file(out / good)["model"]["backbone.visual.conv1.weight"]
     assert weights.abs().max() < 1e3
+
+
+class _BlowUpFirst(HookBase):
+    """Before the first step: weights that give a NaN loss at once."""
+
+    def before_step(self):
+        if self.trainer.iter == 0:
+            with torch.no_grad():
+                self.trainer.model.backbone.visual.conv1.weight.mul_(1e30)
+
+
+def test_nan_at_the_first_iteration_says_there_is_no_checkpoint(tiny_dataset_root, tmp_path):
+    out = tmp_path / "run"
+    trainer = _trainer(tiny_dataset_root, out)
+    trainer.register_hooks([_BlowUpFirst()])
+    with pytest.raises(FloatingPointError) as error:
+        trainer.train()
+    message = str(error.value)
+    assert "Loss became NaN/Inf at iteration 0" in message
+    assert "No checkpoint was saved before it, so there is nothing to resume from" in message
+    assert "last_checkpoint names" not in message and not (out / "last_checkpoint").exists()
 
 
 def test_inf_weights_stop_before_saving(tiny_dataset_root, tmp_path):

@@ -309,9 +309,7 @@ def _fix_nonfinite_loss_message() -> None:
                 f"Loss became NaN/Inf at iteration {self.iter}: "
                 + ", ".join(f"{name} = {values[name]}" for name in bad)
                 + (f" (finite: {good})" if good else "")
-                + ". Training stopped before the optimizer step; last_checkpoint names the last "
-                "checkpoint whose weights gave a finite loss. Lower the learning rate, or check the "
-                "data, before resuming.") from None
+                + ". Training stopped before the optimizer step.") from None
 
     train_loop.SimpleTrainer._write_metrics = _write_metrics
 

@@ -1,4 +1,4 @@
-"""AG-ReID's config keys, added on top of fastreid's defaults (declarations only)."""
+"""AG-ReID's config keys, added on top of fastreid's defaults, and the check of a config file."""
 import torch
 from fastreid.config import CfgNode as CN
 
@@ -127,13 +127,65 @@ def add_agreid_config(cfg: CN) -> None:
     _C.TEST.UNSEEN_CAMERA = "error"
 
 
+class ConfigFileError(ValueError):
+    """A config file that cannot be read as a fastreid YAML config (the message names the file)."""
+
+
+def check_config_file(path: str, _chain: tuple = ()) -> None:
+    """Check that ``path`` and the ``_BASE_`` files it inherits from are YAML mappings.
+
+    Raises:
+        ConfigFileError: a missing file, a directory, bad YAML (with its line), an empty file,
+            a file that is not a mapping of keys, or a ``_BASE_`` cycle; the message names the file.
+    """
+    import os
+
+    import yaml
+
+    shown = " (inherited through _BASE_ from " + " -> ".join(_chain) + ")" if _chain else ""
+    if os.path.realpath(path) in {os.path.realpath(p) for p in _chain}:
+        raise ConfigFileError(f"config file {path}: _BASE_ cycle: {' -> '.join((*_chain, path))}")
+    if os.path.isdir(path):
+        raise ConfigFileError(f"config file {path}{shown} is a directory, not a YAML file")
+    if not os.path.isfile(path):
+        raise ConfigFileError(f"config file {path}{shown} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigFileError(f"config file {path}{shown} is not valid YAML{line}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigFileError(f"config file {path}{shown} cannot be read: {error}") from None
+    if data is None:
+        raise ConfigFileError(f"config file {path}{shown} is empty: it sets no keys")
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config file {path}{shown} holds a YAML {type(data).__name__}, not a mapping of "
+                              f"keys (e.g. 'MODEL:' then indented keys)")
+    base = data.get("_BASE_")
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigFileError(f"config file {path}: _BASE_ must name one file, not {base!r}")
+        base = os.path.expanduser(base)
+        if not os.path.isabs(base):
+            base = os.path.join(os.path.dirname(path), base)  # fastreid's rule: relative to the file
+        check_config_file(base, (*_chain, path))
+
+
 def get_agreid_cfg(config_file: str = "", opts=()) -> CN:
-    """fastreid's defaults + AG-ReID's keys, then ``config_file`` and ``KEY VALUE`` overrides."""
+    """fastreid's defaults + AG-ReID's keys, then ``config_file`` and ``KEY VALUE`` overrides.
+
+    Raises:
+        ConfigFileError: ``config_file`` cannot be read as a config (:func:`check_config_file`).
+    """
     from fastreid.config import get_cfg
 
     cfg = get_cfg()
     add_agreid_config(cfg)
     if config_file:
+        check_config_file(config_file)
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     from .data.custom import apply_no_camera_rule

@@ -160,6 +160,7 @@ class ReIDList(ImageDataset):
         (query_rows, query_cams), (gallery_rows, gallery_cams) = lists["query"], lists["gallery"]
         if not query_rows:
             return [], []
+        _check_id_case(query_rows, gallery_rows, files)
         # Evaluation compares integer ids: names get numbers shared by query and gallery.
         names = sorted({pid for _, pid, _ in query_rows + gallery_rows if not pid.lstrip("-").isdigit()})
         numbers = {name: i for i, name in enumerate(names, start=1 + max(
@@ -176,6 +177,19 @@ class ReIDList(ImageDataset):
                            NO_CAMERA_QUERY, NO_CAMERA_GALLERY)
             return (items(query_rows, False, NO_CAMERA_QUERY), items(gallery_rows, False, NO_CAMERA_GALLERY))
         return items(query_rows, True, 0), items(gallery_rows, True, 0)
+
+
+def _check_id_case(query_rows, gallery_rows, files: Dict[str, str]) -> None:
+    """Ids are compared exactly: a query id that is in the gallery only in another letter case
+    (``Ab`` and ``ab``) would silently have no true match."""
+    gallery_ids = {pid for _, pid, _ in gallery_rows}
+    folded = {pid.casefold(): pid for pid in gallery_ids}
+    for path, pid, _ in query_rows:
+        if pid not in gallery_ids and pid.casefold() in folded:
+            raise DatasetLayoutError(
+                f"ReIDList: query id {pid!r} ({files['query']}: {path}) is in {files['gallery']} only as "
+                f"{folded[pid.casefold()]!r}: ids are compared exactly, letter case included. Write each "
+                f"person's id the same way in both lists.")
 
 
 def apply_no_camera_rule(cfg: CN) -> None:

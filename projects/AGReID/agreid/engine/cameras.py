@@ -51,14 +51,7 @@ def map_test_cameras(cfg, dataset_name: str, prefix: str, items: Sequence[Tuple]
         raise ValueError(f"TEST.UNSEEN_CAMERA must be one of {RULES}, not {rule!r}")
     labels = list(backbone.get("TRAIN_CAMERAS", []) or [])
     if not labels:
-        num_rows = int(backbone.NUM_CAMERAS)
-        if num_rows > 0:
-            beyond = next(((cam, path) for path, _, cam in items if not 0 <= int(cam) < num_rows), None)
-            if beyond is not None:
-                raise UnseenCameraError(
-                    f"Test camera {beyond[0]} of {dataset_name} ({beyond[1]}) is beyond the {num_rows} SIE "
-                    f"rows of the model (MODEL.BACKBONE.NUM_CAMERAS).")
-        return list(items)
+        return _map_by_row_number(int(backbone.NUM_CAMERAS), rule, dataset_name, items)
     rows: Dict[str, int] = {label: i for i, label in enumerate(labels)}
     unseen: Dict[object, str] = {}
     for path, _, cam in items:
@@ -78,6 +71,29 @@ def map_test_cameras(cfg, dataset_name: str, prefix: str, items: Sequence[Tuple]
             for path, pid, cam in items]
 
 
+def _map_by_row_number(num_rows: int, rule: str, dataset_name: str, items: Sequence[Tuple]) -> List[Tuple]:
+    """A checkpoint that does not record its training cameras (converted, fastreid's, older):
+    camera ``c`` uses row ``c``; one past the table follows ``rule`` like an unseen camera."""
+    if num_rows <= 0:
+        return list(items)
+    beyond: Dict[object, str] = {}
+    for path, _, cam in items:
+        if not 0 <= int(cam) < num_rows:
+            beyond.setdefault(cam, path)
+    if not beyond:
+        return list(items)
+    if rule == "error":
+        cam, path = next(iter(beyond.items()))
+        raise UnseenCameraError(
+            f"Test camera {cam} of {dataset_name} ({path}) is beyond the {num_rows} SIE rows of the model "
+            f"(MODEL.BACKBONE.NUM_CAMERAS). Set TEST.UNSEEN_CAMERA mean to give such images the mean SIE "
+            f"row (a camera-agnostic embedding).")
+    extra = {cam: num_rows + k for k, cam in enumerate(sorted(beyond, key=str))}
+    logger.warning("%s: test camera(s) %s beyond the %d SIE rows get the mean SIE row (TEST.UNSEEN_CAMERA mean).",
+                   dataset_name, ", ".join(str(c) for c in extra), num_rows)
+    return [(path, pid, extra.get(cam, cam)) for path, pid, cam in items]
+
+
 def record_train_cameras(cfg, cameras: Sequence[str]):
     """``cfg`` with ``MODEL.BACKBONE.TRAIN_CAMERAS`` = the training camera labels in SIE-row order."""
     if "TRAIN_CAMERAS" not in cfg.MODEL.BACKBONE:
@@ -92,15 +108,22 @@ def record_train_cameras(cfg, cameras: Sequence[str]):
 
 
 def check_test_cameras(cfg) -> None:
-    """Map every test set's cameras once, so an unseen camera stops the run before training.
+    """Map every test set's cameras once, and check that its queries have true matches, so an
+    unseen camera or a test set with nothing to rank stops the run before any work.
 
     Raises:
         UnseenCameraError: under ``TEST.UNSEEN_CAMERA error``, naming the camera and a file.
+        ValueError: no query has a gallery image of its identity in another camera.
     """
     from fastreid.data.datasets import DATASET_REGISTRY
 
+    from .preflight import check_query_matches
     from .trainer import dataset_root
 
     for name in cfg.DATASETS.TESTS:
         data = DATASET_REGISTRY.get(name)(root=dataset_root(cfg), cfg=cfg)
         map_test_cameras(cfg, name, getattr(data, "dataset_name", name), list(data.query) + list(data.gallery))
+        unmatched = check_query_matches(name, data.query, data.gallery)
+        if unmatched:
+            logger.warning("%s: %d of %d queries have no gallery image of their identity in another camera; "
+                           "the evaluation skips them.", name, unmatched, len(data.query))

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils.checkpoint import Checkpointer
 
+from ..modeling.deploy import uses_quick_gelu
 from ..serialization import (
     all_finite,
     check_weights,
@@ -126,8 +127,10 @@ class AtomicCheckpointer(Checkpointer):
         if bad is not None:
             raise NonFiniteWeightsError(
                 f"Not saving checkpoint '{name}': the model weight '{bad}' holds NaN/Inf. "
-                f"last_checkpoint still points at {self._last_tag() or 'nothing'}.")
-        data = {"model": model_state}
+                f"last_checkpoint still points at {self.last_tag() or 'nothing'}.")
+        # The activation is not in the weights: recorded so that evaluation rebuilds the same
+        # model without the file the backbone was initialised from.
+        data = {"model": model_state, "quick_gelu": uses_quick_gelu(self.model)}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
         if self.config is not None:
@@ -142,7 +145,29 @@ class AtomicCheckpointer(Checkpointer):
         """Point ``last_checkpoint`` at a file, atomically."""
         write_text_atomically(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
 
-    def _last_tag(self) -> str:
+    def get_checkpoint_file(self) -> str:
+        """The checkpoint ``last_checkpoint`` names, for ``--resume``.
+
+        Raises:
+            CheckpointMismatchError: ``last_checkpoint`` is empty.
+            FileNotFoundError: it names a file that is not in the folder.
+        """
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        if not os.path.isfile(path):
+            return ""
+        name = self.last_tag()
+        if not name:
+            raise CheckpointMismatchError(
+                f"{path} is empty: it names no checkpoint to resume from. Write the name of one of the "
+                f"folder's checkpoints in it (e.g. model_final.pth), or remove it to start the run over.")
+        checkpoint = os.path.join(self.save_dir, name)
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"{path} names {name}, which is not in {self.save_dir}: write the name "
+                                    f"of one of the folder's checkpoints in it, or remove it to start over.")
+        return checkpoint
+
+    def last_tag(self) -> str:
+        """The file name `last_checkpoint` holds, or "" (none, or unreadable)."""
         try:
             with open(os.path.join(self.save_dir, "last_checkpoint")) as f:
                 return f.read().strip()
@@ -156,7 +181,7 @@ class AtomicCheckpointer(Checkpointer):
         Returns the file ``last_checkpoint`` now names, or None.
         """
         if not self.saved or not self.save_to_disk:
-            return self._last_tag() or None
+            return self.last_tag() or None
         bad = self.saved.pop()
         bad_path = os.path.join(self.save_dir, bad)
         if os.path.isfile(bad_path):
@@ -165,7 +190,7 @@ class AtomicCheckpointer(Checkpointer):
         last = os.path.join(self.save_dir, "last_checkpoint")
         if previous is not None:
             self.tag_last_checkpoint(previous)
-        elif self._last_tag() == bad and os.path.isfile(last):
+        elif self.last_tag() == bad and os.path.isfile(last):
             os.remove(last)
         logger.error("Checkpoint %s was saved from weights that %s: renamed to %s.bad; "
                      "last_checkpoint now points at %s.", bad, reason, bad, previous or "nothing")
@@ -335,6 +360,12 @@ def resolve_eval_config(cfg, weights_path: str) -> Dict[str, Any]:
             theirs = _lookup(saved, key)
             if theirs is not None and _lookup(cfg, key) is not None and not _lookup(cfg, key):
                 _assign(cfg, key, theirs)
+        # Not loaded at test time, they only tell the activation of older checkpoints that do
+        # not record it: the training's own values, not the config's.
+        for key in _INIT_KEYS:
+            theirs = _lookup(saved, key)
+            if theirs is not None and _lookup(cfg, key) is not None:
+                _assign(cfg, key, theirs)
     else:
         # Checkpoints without an embedded config: the counts are in the weights' shapes.
         # "heads.weight": the classifier of fastreid's own Baseline (its model-zoo checkpoints).
@@ -377,6 +408,8 @@ ARCHITECTURE_KEYS = (
 _AUTO_KEYS = ("MODEL.BACKBONE.NUM_CAMERAS", "MODEL.HEADS.NUM_CLASSES")
 # Settings the training set decided and test time needs; copied when the config leaves them empty.
 _CARRIED_KEYS = ("MODEL.BACKBONE.TRAIN_CAMERAS",)
+# The weights the backbone was initialised from (see skip_pretrained_weights).
+_INIT_KEYS = ("MODEL.BACKBONE.PRETRAIN", "MODEL.BACKBONE.PRETRAIN_PATH")
 
 
 def _lookup(cfg, key: str):

@@ -22,7 +22,8 @@ from ..modeling.clip_loader import skip_pretrained_weights
 from ..phases import ALIGN, GUIDE, PHASES, PhasedModel, PhaseSchedule, check_phase
 from .feature_cache import CachedFeatureLoader, compute_feature_cache
 from .cameras import map_test_cameras, record_train_cameras
-from .checkpoint import AtomicCheckpointer, NonFiniteGuard, PhaseState, resolve_eval_config
+from .checkpoint import AtomicCheckpointer, NonFiniteGuard, NonFiniteWeightsError, PhaseState, resolve_eval_config
+from .preflight import check_identity_batches
 from .hooks import PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
 from .progress import Progress
 from .run_guard import epoch_seed, seed_generators
@@ -127,7 +128,7 @@ class AGReIDTrainer(DefaultTrainer):
                 loader = CachedFeatureLoader(
                     features, targets,
                     self.cfg.SOLVER.STAGE1.IMS_PER_BATCH // comm.get_world_size(),
-                    seed=comm.get_rank())
+                    seed=int(self.cfg.SEED) + comm.get_rank())
             else:
                 model.build_text_features()
                 self._feature_cache = None
@@ -171,8 +172,9 @@ class AGReIDTrainer(DefaultTrainer):
         frozen = cfg.is_frozen()
         cfg.defrost()
         # Identity/camera counts from the checkpoint; disagreeing settings stop here.
-        resolve_eval_config(cfg, cfg.MODEL.WEIGHTS)
-        skip_pretrained_weights(cfg)
+        checkpoint = resolve_eval_config(cfg, cfg.MODEL.WEIGHTS)
+        recorded = checkpoint.get("quick_gelu")
+        skip_pretrained_weights(cfg, quick_gelu=recorded if isinstance(recorded, bool) else None)
         if frozen:
             cfg.freeze()
         model = cls.build_model(cfg)
@@ -273,6 +275,8 @@ class AGReIDTrainer(DefaultTrainer):
                                  f"it may be a test-only dataset.")
             items.extend(data.train)
         items = verify_images(items, cfg.DATASETS.BAD_IMAGES, f"train set {cfg.DATASETS.NAMES}")
+        # Before a sampler exists: one that cannot fill a batch loops forever.
+        check_identity_batches(cfg, len({pid for _, pid, _ in items}), len(items), comm.get_world_size())
         train_set = CommDataset(items, build_agreid_transforms(cfg, is_train=True), relabel=True)
         train_set.cams = sorted(train_set.cams, key=natural_key)
         train_set.cam_dict = {cam: i for i, cam in enumerate(train_set.cams)}
@@ -370,7 +374,27 @@ class AGReIDTrainer(DefaultTrainer):
         return iter(loader)
 
     def train(self):
-        """Run training; like fastreid's loop, but the epoch length may change between phases."""
+        """Run training; like fastreid's loop, but the epoch length may change between phases.
+
+        A NaN/Inf loss ends it with a ``FloatingPointError`` that also says which checkpoint
+        ``last_checkpoint`` names now (or that none was saved), to resume from.
+        """
+        try:
+            return self._train()
+        except FloatingPointError as error:
+            if isinstance(error, NonFiniteWeightsError) or not comm.is_main_process():
+                raise
+            raise FloatingPointError(f"{error} {self._resume_advice()}") from None
+
+    def _resume_advice(self) -> str:
+        last = self.checkpointer.last_tag() if self.cfg.OUTPUT_DIR else ""
+        if last and os.path.isfile(os.path.join(self.cfg.OUTPUT_DIR, last)):
+            return (f"last_checkpoint names {last}, the last checkpoint whose weights gave a finite loss: "
+                    f"lower the learning rate or check the data, then run again with --resume.")
+        return ("No checkpoint was saved before it, so there is nothing to resume from: lower the "
+                "learning rate or check the data, and start the run again.")
+
+    def _train(self):
         self.iter = self.start_iter = self.iterations_before(self.start_epoch)
         logger.info("Starting training from epoch %d", self.start_epoch)
         with EventStorage(self.start_iter) as self.storage:

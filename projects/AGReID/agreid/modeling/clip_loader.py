@@ -172,13 +172,18 @@ def clip_uses_quick_gelu(cfg) -> bool:
     return weights_use_quick_gelu(name, pretrained, checkpoint_path)
 
 
-def skip_pretrained_weights(cfg) -> None:
+def skip_pretrained_weights(cfg, quick_gelu: Optional[bool] = None) -> None:
     """Load no pretrained backbone weights: a full checkpoint (``MODEL.WEIGHTS``) follows.
 
     CLIP backbones take ``"none"`` (random init, explicitly asked); fastreid's own backbones
-    load nothing when the key is empty. The activation is not in a checkpoint: a CLIP model
-    trained from weights that use QuickGELU (:func:`weights_use_quick_gelu`) is rebuilt with
-    open_clip's ``-quickgelu`` model of the same name, so its features stay the same.
+    load nothing when the key is empty. The activation is not in the weights: a CLIP model
+    trained with QuickGELU is rebuilt with open_clip's ``-quickgelu`` model of the same name,
+    so its features stay the same.
+
+    Args:
+        quick_gelu: the activation the checkpoint records (the project's checkpoints do);
+            None = decide from the weights it was initialised from (:func:`weights_use_quick_gelu`),
+            or, when that file is missing here, assume OpenAI's release.
     """
     uses_clip = (cfg.MODEL.META_ARCHITECTURE == "AGReID"
                  or cfg.MODEL.BACKBONE.NAME == "build_clip_backbone")
@@ -187,7 +192,8 @@ def skip_pretrained_weights(cfg) -> None:
         return
     name = cfg.MODEL.BACKBONE.CLIP_NAME
     try:
-        quick_gelu = clip_uses_quick_gelu(cfg)
+        if quick_gelu is None:
+            quick_gelu = clip_uses_quick_gelu(cfg)
     except FileNotFoundError:
         # The pretrained file is not on this machine; OpenAI's release is the usual one.
         logger.warning("MODEL.BACKBONE.PRETRAIN_PATH %s is missing here: assuming it was OpenAI's release "

@@ -30,10 +30,14 @@ def threshold_from_config(cfg) -> Threshold:
     method = cfg.MODEL.ATTR.THRESHOLD.strip().lower()
     if method == "none":
         return None
-    if method == "fixed":
-        return parse_threshold(float(cfg.MODEL.ATTR.THRESHOLD_VALUE))
-    if method == "otsu" or _PERCENTILE.fullmatch(method):
-        return parse_threshold(method)
+    try:
+        if method == "fixed":
+            return parse_threshold(float(cfg.MODEL.ATTR.THRESHOLD_VALUE))
+        if method == "otsu" or _PERCENTILE.fullmatch(method):
+            return parse_threshold(method)
+    except ValueError as error:
+        key = "MODEL.ATTR.THRESHOLD_VALUE" if method == "fixed" else "MODEL.ATTR.THRESHOLD"
+        raise ValueError(f"{key}: {error}") from None
     raise ValueError(f"MODEL.ATTR.THRESHOLD {cfg.MODEL.ATTR.THRESHOLD!r}: use otsu, p50, p75, p90, fixed "
                      f"(with MODEL.ATTR.THRESHOLD_VALUE) or none.")
 
