@@ -18,8 +18,12 @@ $(STAMP): setup.py Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
+	# fastreid last and without its deps: its wheel pins torch 1.13.1 and older small libraries,
+	# which this project overrides on purpose; check_install.py says so in one sentence and
+	# prints any other conflict as pip reports it.
+	$(PY) -m pip install -q --no-warn-conflicts -e ".[$(FAISS_EXTRA),test]"
 	$(PY) -m pip install -q --no-deps fastreid==1.4.0
-	$(PY) -m pip install -q -e ".[$(FAISS_EXTRA),test]"
+	$(PY) tools/check_install.py || true
 	$(PY) -c "import agreid, fastreid, open_clip, faiss; print('agreid', agreid.__version__, 'installed')"
 	touch $(STAMP)
 

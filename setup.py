@@ -26,6 +26,7 @@ setup(
     name="agreid",
     version="0.1.0",
     description="AG-ReID: attribute guidance for occluded person re-identification, a fastreid plugin",
+    license="Apache-2.0",
     package_dir={"": "projects/AGReID"},
     packages=find_packages("projects/AGReID"),
     package_data={"agreid": ["modeling/model_configs/*.json"]},

@@ -126,3 +126,39 @@ def test_unknown_key_in_a_yaml_file(train_net_module, capsys, tmp_path, tiny_dat
     code, err = _run_in_process(train_net_module, ["--config-file", str(leaf), "DATASETS.ROOT",
                                                    tiny_dataset_root, "OUTPUT_DIR", str(tmp_path / "o")], capsys)
     assert code == 2 and "SOLVER.MAX_EPOCHS" in err and str(leaf) in err and "Traceback" not in err
+
+
+def _first_stage1_targets(dataset_root, out, seed):
+    """The identities of the first stage-1 batch of a run seeded with ``seed`` (no DETERMINISTIC)."""
+    import agreid
+    from agreid.engine import AGReIDTrainer
+    from agreid.engine.run_guard import seed_everything
+    from faultkit import TINY
+
+    cfg = agreid.get_agreid_cfg(os.path.join(REPO, CONFIG), TINY + [
+        "DATASETS.ROOT", str(dataset_root), "OUTPUT_DIR", str(out), "SEED", str(seed)])
+    out.mkdir()
+    seed_everything(seed)  # what train_net does
+    trainer = AGReIDTrainer(cfg)
+    trainer.enter_phase("align")
+    return [next(trainer._trainer._data_loader_iter)["targets"].tolist() for _ in range(3)]
+
+
+def test_the_seed_drives_the_stage1_batch_order(tiny_dataset_root, tmp_path):
+    first = _first_stage1_targets(tiny_dataset_root, tmp_path / "a", 1)
+    assert _first_stage1_targets(tiny_dataset_root, tmp_path / "b", 1) == first
+    # Before, the stage-1 batches were seeded with the process rank: every seed drew these.
+    assert _first_stage1_targets(tiny_dataset_root, tmp_path / "c", 2) != first
+
+
+def test_same_seed_same_stage1_checkpoint_without_deterministic(tiny_dataset_root, tmp_path):
+    weights = {}
+    for name, seed in (("a", "11"), ("b", "11"), ("c", "12")):
+        out = tmp_path / name
+        proc = train_net(*tiny_args(tiny_dataset_root, out, "SEED", seed, "SOLVER.MAX_EPOCH", "1"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        weights[name] = load_checkpoint_file(out / "model_stage1.pth")["model"]
+    a, b, c = weights["a"], weights["b"], weights["c"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(a["prompt_learner.pseudo_labels"], c["prompt_learner.pseudo_labels"])
