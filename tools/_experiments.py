@@ -1,8 +1,9 @@
 """Helpers shared by the experiment tools (ablate.py, reproduce_paper.py, the probes).
 
 Running ``tools/train_net.py`` as a subprocess, reading the final evaluation table from its
-``log.txt``, fingerprinting a resolved config, mean ± std over seeds, and replacing one marked
-section of a markdown file without touching the rest of it.
+``log.txt``, fingerprinting a resolved config, mean ± std over seeds, the paired difference of
+two rows over the seeds both have (with a Student-t interval), and replacing one marked section of
+a markdown file without touching the rest of it.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join("tools", "train_net.py")
@@ -87,6 +88,74 @@ def format_mean_std(values: Sequence[float], digits: int = 1) -> str:
     if len(values) == 1:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+class PairedDifference(NamedTuple):
+    """``other - reference`` at every seed both rows have, and a confidence interval of its mean.
+
+    ``mean`` is None without a common seed; ``sd``, ``t``, ``low`` and ``high`` are None with
+    fewer than two (one difference has no spread to build an interval from).
+    """
+
+    seeds: Tuple[int, ...]
+    differences: Tuple[float, ...]
+    mean: Optional[float]
+    sd: Optional[float]  # sample standard deviation of the differences (ddof 1)
+    t: Optional[float]  # the Student-t quantile used, t_{(1+confidence)/2, n-1}
+    low: Optional[float]
+    high: Optional[float]
+    confidence: float
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def excludes_zero(self) -> Optional[bool]:
+        """Whether the interval lies wholly above or below 0 (None: no interval)."""
+        if self.low is None:
+            return None
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(reference: Mapping[int, float], other: Mapping[int, float],
+                      confidence: float = 0.95) -> PairedDifference:
+    """The per-seed difference ``other[s] - reference[s]``, paired by seed, with a two-sided
+    Student-t interval of its mean: ``mean ± t_{(1+confidence)/2, n-1} · sd / √n``.
+
+    Only seeds present in both mappings are paired; a seed one row lacks is left out.
+
+    Args:
+        reference: ``{seed: value}`` of the reference (baseline) row.
+        other: ``{seed: value}`` of the row compared with it.
+        confidence: of the two-sided interval, in (0, 1).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    seeds = tuple(sorted(set(reference) & set(other)))
+    differences = tuple(float(other[s]) - float(reference[s]) for s in seeds)
+    if not differences:
+        return PairedDifference(seeds, differences, None, None, None, None, None, confidence)
+    if len(differences) == 1:
+        return PairedDifference(seeds, differences, differences[0], None, None, None, None, confidence)
+    from scipy import stats
+
+    mean, sd = mean_std(differences)
+    t = float(stats.t.ppf(0.5 + confidence / 2, len(differences) - 1))
+    half = t * sd / math.sqrt(len(differences))
+    return PairedDifference(seeds, differences, mean, sd, t, mean - half, mean + half, confidence)
+
+
+def format_paired(paired: PairedDifference, digits: int = 2, mark: str = "*") -> str:
+    """``"-0.83 [-1.55, -0.12] * (n=3)"``: mean difference, its interval, ``mark`` when the
+    interval excludes 0, and the number of paired seeds. One paired seed: its difference and
+    no interval; none: a dash."""
+    if paired.mean is None:
+        return "– (no common seed)"
+    if paired.low is None:
+        return f"{paired.mean:+.{digits}f} (1 seed: an interval needs ≥ 2)"
+    flag = f" {mark}" if paired.excludes_zero else ""
+    return f"{paired.mean:+.{digits}f} [{paired.low:.{digits}f}, {paired.high:.{digits}f}]{flag} (n={paired.n})"
 
 
 def replace_marked_section(text: str, name: str, body: str) -> str:
