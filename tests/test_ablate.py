@@ -180,13 +180,141 @@ def test_tables_show_mean_and_std_over_seeds(tmp_path):
     assert set(sections) == {"ablate:table4", "ablate:table6"}
     table4 = sections["ablate:table4"]
     # mean 11, sample std of (10, 12) = sqrt(2) = 1.414; Rank-1 22 +- 2.83.
-    assert "| ✓ |  |  | 11.0 ± 1.4 | 22.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | 2 | 60.0 / 67.8 / 80.1 / 85.2 |" in table4
-    assert "| ✓ | ✓ | ✓ | 15.0 | 30.0 | 50.0 | 60.0 | 1 | 63.2 / 70.4 / 82.4 / 86.4 |" in table4
-    assert "| ✓ | ✓ |  | not run |" in table4 and "![" in table4 and "(figures/t4.png)" in table4
+    assert ("| ✓ |  |  | 11.0 ± 1.4 | 22.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | reference | reference | 2 "
+            "| 60.0 / 67.8 / 80.1 / 85.2 |") in table4
+    # at_ap has seed 0 only: its paired difference from the baseline's seed 0, and no interval.
+    assert ("| ✓ | ✓ | ✓ | 15.0 | 30.0 | 50.0 | 60.0 | +5.00 (1 seed: an interval needs ≥ 2) "
+            "| +10.00 (1 seed: an interval needs ≥ 2) | 1 | 63.2 / 70.4 / 82.4 / 86.4 |") in table4
+    assert "| ✓ | ✓ |  | not run |  |  |  |  |  | 0 |" in table4
+    assert "![" in table4 and "(figures/t4.png)" in table4
     assert "3.0 min for 3 trained runs" in table4
-    assert "| P50 | 9.0 | 8.0 | 50.0 | 60.0 | 1 | 61.9 / 69.9 / 82.7 / 86.0 |" in sections["ablate:table6"]
+    # Table 6's reference (Otsu) has not run: no difference can be shown.
+    assert ("| P50 | 9.0 | 8.0 | 50.0 | 60.0 | – (reference not run) | – (reference not run) | 1 "
+            "| 61.9 / 69.9 / 82.7 / 86.0 |") in sections["ablate:table6"]
     png = tmp_path / "t4.png"
     assert ablate.plot_table4(results, str(png)) and png.stat().st_size > 5000
+
+
+# ------------------------------------------------------------------- paired differences by seed
+# Worked out by hand: baseline mAP 30.0, 29.0, 31.0 and AT 29.0, 28.5, 30.0 over seeds 0, 1, 2 give
+# differences -1.0, -0.5, -1.0: mean -0.8333, sd 0.2887 (ddof 1), t_{0.975, 2} = 4.3027,
+# half-width 4.30265 * 0.288675 / sqrt(3) = 0.71711, interval [-1.55044, -0.11622]: excludes 0.
+# (Rounding the half-width to 0.7172 first gives [-1.5505, -0.1161]; the tolerance is 1e-4 of the exact.)
+def test_paired_difference_and_interval_by_hand():
+    diff = ex.paired_difference({0: 30.0, 1: 29.0, 2: 31.0}, {0: 29.0, 1: 28.5, 2: 30.0})
+    assert diff.seeds == (0, 1, 2) and diff.differences == (-1.0, -0.5, -1.0) and diff.n == 3
+    assert diff.mean == pytest.approx(-0.8333, abs=1e-4)
+    assert diff.sd == pytest.approx(0.2887, abs=1e-4)
+    assert diff.t == pytest.approx(4.3027, abs=1e-4)
+    assert (diff.high - diff.low) / 2 == pytest.approx(0.71711, abs=1e-4)
+    assert diff.low == pytest.approx(-1.55044, abs=1e-4) and diff.high == pytest.approx(-0.11622, abs=1e-4)
+    assert diff.excludes_zero is True
+    assert ex.format_paired(diff) == "-0.83 [-1.55, -0.12] * (n=3)"
+    # Another confidence, another quantile: t_{0.95, 2} = 2.9200.
+    assert ex.paired_difference({0: 30.0, 1: 29.0, 2: 31.0}, {0: 29.0, 1: 28.5, 2: 30.0}, 0.90).t == \
+        pytest.approx(2.9200, abs=1e-4)
+
+
+def test_an_interval_that_includes_zero_is_not_marked():
+    # Differences +1.0, -0.5, +0.2: mean 0.2333, sd 0.7506, half-width 4.3027 * 0.7506 / sqrt(3) = 1.8645.
+    diff = ex.paired_difference({0: 30.0, 1: 29.0, 2: 31.0}, {0: 31.0, 1: 28.5, 2: 31.2})
+    assert diff.low == pytest.approx(-1.6311, abs=1e-4) and diff.high == pytest.approx(2.0978, abs=1e-4)
+    assert diff.excludes_zero is False
+    assert ex.format_paired(diff) == "+0.23 [-1.63, 2.10] (n=3)"
+    # An interval that only touches 0 does not exclude it.
+    assert ex.PairedDifference((0, 1), (0.0, 2.0), 1.0, 1.0, 1.0, 0.0, 2.0, 0.95).excludes_zero is False
+
+
+def test_seeds_missing_in_one_row_are_left_out_of_the_pairing():
+    # Seed 3 only in the baseline, seed 5 only in the other row: paired over 0, 1, 2 as above.
+    diff = ex.paired_difference({0: 30.0, 1: 29.0, 2: 31.0, 3: 99.0}, {0: 29.0, 1: 28.5, 2: 30.0, 5: -50.0})
+    assert diff.seeds == (0, 1, 2) and diff.mean == pytest.approx(-0.8333, abs=1e-4)
+    assert diff.low == pytest.approx(-1.55044, abs=1e-4)
+    # One common seed: the difference, and no interval (none can be made from one difference).
+    one = ex.paired_difference({0: 30.0, 1: 29.0}, {1: 28.5, 2: 30.0})
+    assert one.seeds == (1,) and one.mean == -0.5 and one.low is None and one.high is None and one.sd is None
+    assert one.excludes_zero is None
+    assert ex.format_paired(one) == "-0.50 (1 seed: an interval needs ≥ 2)"
+    none = ex.paired_difference({0: 30.0}, {1: 28.5})
+    assert none.n == 0 and none.mean is None and ex.format_paired(none) == "– (no common seed)"
+    with pytest.raises(ValueError, match="confidence"):
+        ex.paired_difference({0: 1.0}, {0: 2.0}, confidence=95)
+
+
+def _study():
+    """Table-4 rows: the hand-worked baseline/AT pair, AP with an interval around 0, AT + AP with
+    an extra seed 3 the baseline lacks, and a baseline seed measured with another budget."""
+    baseline = {s: _record("baseline", s, m, r1) for s, m, r1 in ((0, 30.0, 24.0), (1, 29.0, 25.0), (2, 31.0, 23.0))}
+    baseline[4] = dict(_record("baseline", 4, 0.0, 0.0), overrides=["SOLVER.MAX_EPOCH", "2"])
+    return {
+        "baseline": baseline,
+        "at": {s: _record("at", s, m, r1) for s, m, r1 in ((0, 29.0, 24.5), (1, 28.5, 24.0), (2, 30.0, 23.2),
+                                                         (4, 40.0, 40.0))},
+        "ap": {s: _record("ap", s, m, r1) for s, m, r1 in ((0, 31.0, 24.0), (1, 28.5, 25.0), (2, 31.2, 23.0))},
+        "at_ap": {s: _record("at_ap", s, m, r1) for s, m, r1 in ((0, 29.5, 23.0), (3, 10.0, 10.0))},
+    }
+
+
+def test_rows_are_paired_with_the_baseline_of_their_table():
+    results = _study()
+    at = ablate.paired(results, "at", "baseline", "mAP")
+    # Seed 4 of the baseline was measured with another budget: not paired.
+    assert at.seeds == (0, 1, 2) and at.low == pytest.approx(-1.55044, abs=1e-4) and at.excludes_zero
+    # Rank-1 differences +0.5, -1.0, +0.2: mean -0.1, interval includes 0.
+    assert ablate.paired(results, "at", "baseline", "Rank-1").mean == pytest.approx(-0.1)
+    assert ablate.paired(results, "at", "baseline", "Rank-1").excludes_zero is False
+    assert ablate.paired(results, "at_ap", "baseline", "mAP").seeds == (0,)
+    assert ablate.BASELINES["table4"][0] == "baseline" and ablate.BASELINES["table5"][0] == "template_default"
+    assert ablate.BASELINES["table6"][0] == "threshold_otsu" and ablate.BASELINES["choices"][0] == "at_ap"
+    for group, (run, _) in ablate.BASELINES.items():
+        assert run in ablate.GROUPS[group]
+
+
+def test_markdown_table_shows_the_paired_difference_columns():
+    table4 = ablate.render_sections(_study(), None)["ablate:table4"]
+    header = next(line for line in table4.splitlines() if line.startswith("| Baseline |"))
+    assert ("| mAP | R@1 | R@5 | R@10 | Δ mAP vs Baseline (95% CI) | Δ R@1 vs Baseline (95% CI) | seeds |"
+            in header)
+    assert ("| ✓ |  |  | 22.5 ± 15.0 | 18.0 ± 12.0 | 50.0 ± 0.0 | 60.0 ± 0.0 | reference | reference | 4 |"
+            in table4)
+    # AT's seed 4 pairs with a baseline seed of another budget: left out (n=3, the hand-worked values).
+    assert ("| ✓ | ✓ |  | 31.9 ± 5.5 | 27.9 ± 8.1 | 50.0 ± 0.0 | 60.0 ± 0.0 | -0.83 [-1.55, -0.12] * (n=3) "
+            "| -0.10 [-2.07, 1.87] (n=3) | 4 |") in table4
+    assert ("| ✓ |  | ✓ | 30.2 ± 1.5 | 24.0 ± 1.0 | 50.0 ± 0.0 | 60.0 ± 0.0 | +0.23 [-1.63, 2.10] (n=3) |"
+            in table4)
+    assert ("| -0.50 (1 seed: an interval needs ≥ 2) | -1.00 (1 seed: an interval needs ≥ 2) | 2 |" in table4)
+    assert "* the interval excludes 0" in table4 and "mean ± t(0.975, n−1)·sd/√n" in table4
+    # The other tables compare with their own reference row.
+    results = {"template_default": {s: _record("template_default", s, 30.0 + s, 20.0) for s in (0, 1)},
+               "template_a": {s: _record("template_a", s, 29.0 + s, 21.0) for s in (0, 1)},
+               "threshold_otsu": {0: _record("threshold_otsu", 0, 10.0, 10.0)},
+               "threshold_p50": {0: _record("threshold_p50", 0, 11.0, 9.0)}}
+    sections = ablate.render_sections(results, None)
+    assert "| Default Prompt | 30.5 ± 0.7 | 20.0 ± 0.0 | 50.0 ± 0.0 | 60.0 ± 0.0 | reference | reference |" in \
+        sections["ablate:table5"]
+    # Differences -1, -1 (sd 0): a zero-width interval at -1; +1, +1 in Rank-1.
+    assert ("| Attribute Prompt a | 29.5 ± 0.7 | 21.0 ± 0.0 | 50.0 ± 0.0 | 60.0 ± 0.0 "
+            "| -1.00 [-1.00, -1.00] * (n=2) | +1.00 [1.00, 1.00] * (n=2) | 2 |") in sections["ablate:table5"]
+    assert "Δ mAP vs Default Prompt (95% CI)" in sections["ablate:table5"]
+    assert "| P50 | 11.0 | 9.0 | 50.0 | 60.0 | +1.00 (1 seed: an interval needs ≥ 2) |" in sections["ablate:table6"]
+    assert "| Otsu | 10.0 | 10.0 | 50.0 | 60.0 | reference | reference |" in sections["ablate:table6"]
+
+
+def test_table4_plot_has_a_panel_of_paired_differences(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: saved.append(fig))
+    assert ablate.plot_table4(_study(), str(tmp_path / "t4.png"))
+    (fig,) = saved
+    bars, deltas = fig.axes
+    assert "Paired by seed" in deltas.get_title()
+    assert [t.get_text() for t in deltas.get_xticklabels()] == ["mAP", "Rank-1"]
+    # AT's mAP interval excludes 0 and is starred; AP's does not.
+    stars = [t for t in deltas.texts if t.get_text() == "*"]
+    assert len(stars) == 1 and stars[0].xy[1] == pytest.approx(-0.11622, abs=1e-4)
+    legend = [t.get_text() for t in deltas.get_legend().get_texts()]
+    assert legend == ["+ AT (n=3)", "+ AP (n=3)", "+ AT + AP (1 seed: no interval)"]
 
 
 # ------------------------------------------------------------------------- one real tiny run

@@ -8,8 +8,10 @@ and evaluated; finished runs are skipped, so a large budget spreads over several
 an interrupted run continues from its last checkpoint (``train_net.py --resume``). Runs whose
 resolved configs are identical (``template_d``, ``threshold_otsu`` and ``at_ap``) are trained
 once and share the result. After every run, the tables (the paper's layout, mean ± standard
-deviation over seeds of mAP and Rank-1/5/10) and a plot of the table-4 rows are written into
-the marked sections of ``docs/RESULTS.md`` (nothing else in that file changes).
+deviation over seeds of mAP and Rank-1/5/10, and each row's mAP and Rank-1 difference from its
+table's reference row paired by seed, with a 95% Student-t interval; ``BASELINES`` says which row)
+and a plot of the table-4 rows are written into the marked sections of ``docs/RESULTS.md``
+(nothing else in that file changes).
 
     python tools/ablate.py --preset small --seeds 3 --runs table4
     python tools/ablate.py --preset small --seeds 2 --runs template_*,threshold_* SOLVER.MAX_EPOCH 30
@@ -69,6 +71,23 @@ CHOICES = OrderedDict([
     ("align_grad", "V also receives L_attrA's gradient in stage 1 (`MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS True`)"),
     ("train_in_guide", "E_A keeps training in stage 2 (`MODEL.ATTR.TRAIN_IN_GUIDE True`)"),
 ])
+# The reference row of each table: every other row of the table is shown as its paired
+# difference from this row (seed by seed, over the seeds both have), with a 95% interval.
+#   table 4: "baseline", the run with neither AT nor AP (the paper's own baseline row);
+#   table 5: "template_default", the first row, the holistic default prompt (the question the
+#            table asks: does an attribute template beat it);
+#   table 6: "threshold_otsu", the method's own threshold (the leaf equal to agreid.yml), of which
+#            every other row changes only the threshold; the first row, P50, is no reference;
+#   choices: "at_ap", the first row, the defaults, of which every variant changes one choice.
+# Runs outside the tables (leaves added later) are rendered with the choices, against "at_ap".
+BASELINES = {
+    "table4": ("baseline", "Baseline"),
+    "table5": ("template_default", "Default Prompt"),
+    "table6": ("threshold_otsu", "Otsu"),
+    "choices": ("at_ap", "defaults"),
+}
+# The metrics compared by seed (the others are shown as mean ± sd only).
+PAIRED_METRICS = (("mAP", "mAP"), ("Rank-1", "R@1"))
 GROUPS = {
     "table4": list(TABLE4),
     "table5": list(TABLE5),
@@ -329,14 +348,50 @@ def _records(results, run) -> List[dict]:
     return [results[run][s] for s in sorted(results.get(run, {}))]
 
 
-def _table(results, rows, first_headers: List[str]) -> List[str]:
-    headers = first_headers + ["mAP", "R@1", "R@5", "R@10", "seeds", "the paper's Occ-Duke (mAP / R@1 / R@5 / R@10)"]
+def _same_budget(a: dict, b: dict) -> bool:
+    """Whether two results were measured on the same data with the same overrides (comparable)."""
+    return all(a.get(key) == b.get(key) for key in ("preset", "data_root", "overrides"))
+
+
+def paired(results, run: str, reference: str, metric: str) -> ex.PairedDifference:
+    """``run`` minus ``reference`` in ``metric``, paired by seed: only the seeds both runs have,
+    measured with the same preset, data and overrides."""
+    mine, theirs = results.get(run, {}), results.get(reference, {})
+    seeds = [s for s in mine if s in theirs and _same_budget(mine[s], theirs[s])]
+    return ex.paired_difference({s: theirs[s]["metrics"][metric] for s in seeds},
+                                {s: mine[s]["metrics"][metric] for s in seeds})
+
+
+def _delta_cells(results, run: str, reference: str) -> List[str]:
+    if run == reference:
+        return ["reference"] * len(PAIRED_METRICS)
+    if not results.get(run):
+        return [""] * len(PAIRED_METRICS)
+    if not results.get(reference):
+        return ["– (reference not run)"] * len(PAIRED_METRICS)
+    return [ex.format_paired(paired(results, run, reference, metric)) for metric, _ in PAIRED_METRICS]
+
+
+def _delta_note(label: str) -> str:
+    return (f"Δ: the row minus the {label} row at each seed both have (same preset and overrides), in points: "
+            "mean [95% Student-t interval, mean ± t(0.975, n−1)·sd/√n] over the n paired seeds; "
+            "* the interval excludes 0. One paired seed: its difference only (an interval needs ≥ 2 seeds).")
+
+
+def _table(results, rows, first_headers: List[str], reference: Tuple[str, str]) -> List[str]:
+    """The markdown table of ``rows``: mean ± sd over seeds, then each row's paired difference
+    from the ``reference`` row (run, label) in mAP and Rank-1."""
+    ref_run, ref_label = reference
+    deltas = [f"Δ {short} vs {ref_label} (95% CI)" for _, short in PAIRED_METRICS]
+    headers = (first_headers + ["mAP", "R@1", "R@5", "R@10"] + deltas
+               + ["seeds", "the paper's Occ-Duke (mAP / R@1 / R@5 / R@10)"])
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for run, first_cells, paper in rows:
         records = _records(results, run)
         cells = _cells(records) if records else ["not run"] + [""] * 3
+        cells += _delta_cells(results, run, ref_run)
         lines.append("| " + " | ".join(list(first_cells) + cells + [str(len(records)), _paper(paper)]) + " |")
-    return lines
+    return lines + ["", _delta_note(ref_label)]
 
 
 def _provenance(results, runs: Sequence[str]) -> str:
@@ -367,20 +422,22 @@ def render_sections(results, figure_rel: Optional[str]) -> Dict[str, str]:
     if any(run in results for run in TABLE4):
         rows = [(run, marks, paper) for run, (marks, paper) in TABLE4.items()]
         body = ["**Table 4 on synthetic data: dual guidance** (AT: attribute template; AP: pseudo-label guidance).", "",
-                _provenance(results, list(TABLE4)), ""] + _table(results, rows, ["Baseline", "AT", "AP"])
+                _provenance(results, list(TABLE4)), ""] + _table(results, rows, ["Baseline", "AT", "AP"],
+                                                                BASELINES["table4"])
         if figure_rel:
-            body += ["", f"![table-4 rows, mean and standard deviation over seeds]({figure_rel})"]
+            body += ["", f"![table-4 rows, mean and standard deviation over seeds; paired differences from "
+                         f"the baseline with 95% intervals]({figure_rel})"]
         sections["ablate:table4"] = "\n".join(body)
     if any(run in results for run in TABLE5):
         rows = [(run, (label,), paper) for run, (label, paper) in TABLE5.items()]
         sections["ablate:table5"] = "\n".join(
             ["**Table 5 on synthetic data: prompt templates.**", "", _provenance(results, list(TABLE5)), ""]
-            + _table(results, rows, ["Template"]))
+            + _table(results, rows, ["Template"], BASELINES["table5"]))
     if any(run in results for run in TABLE6):
         rows = [(run, (label,), paper) for run, (label, paper) in TABLE6.items()]
         sections["ablate:table6"] = "\n".join(
             ["**Table 6 on synthetic data: noise-mask threshold.**", "", _provenance(results, list(TABLE6)), ""]
-            + _table(results, rows, ["Threshold"]))
+            + _table(results, rows, ["Threshold"], BASELINES["table6"]))
     extra = [run for run in results if run not in TABLE4 and run not in TABLE5 and run not in TABLE6
              and run not in CHOICES]
     choice_runs = [r for r in CHOICES if r != "at_ap"] + extra
@@ -388,12 +445,15 @@ def render_sections(results, figure_rel: Optional[str]) -> Dict[str, str]:
         rows = [(run, (CHOICES.get(run, f"`{leaf_file(run)}`"),), None) for run in list(CHOICES) + extra]
         sections["ablate:choices"] = "\n".join(
             ["**The open choices** (not in the paper).", "", _provenance(results, list(CHOICES) + extra), ""]
-            + _table(results, rows, ["Variant"]))
+            + _table(results, rows, ["Variant"], BASELINES["choices"]))
     return sections
 
 
 def plot_table4(results, path: str) -> bool:
-    """Bar chart of the table-4 rows (mean over seeds, error bars: standard deviation, dots: seeds)."""
+    """The table-4 rows: left, bars of the mean over seeds (error bars: standard deviation, dots:
+    seeds); right, each row's mAP and Rank-1 difference from the baseline paired by seed (dots:
+    seeds, error bars: the 95% Student-t interval where there are ≥ 2 paired seeds, * where it
+    excludes 0)."""
     runs = [run for run in TABLE4 if run in results]
     if not runs:
         return False
@@ -404,7 +464,7 @@ def plot_table4(results, path: str) -> bool:
 
     labels = {"baseline": "Baseline", "at": "+ AT", "ap": "+ AP", "at_ap": "+ AT + AP"}
     width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    fig, (ax, dax) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
     for i, run in enumerate(runs):
         records = _records(results, run)
         for j, metric in enumerate(ex.METRICS):
@@ -417,9 +477,46 @@ def plot_table4(results, path: str) -> bool:
     ax.set_xticks(range(len(ex.METRICS)))
     ax.set_xticklabels(["mAP", "Rank-1", "Rank-5", "Rank-10"])
     ax.set_ylabel("%")
-    ax.set_title(f"Table-4 rows on synthetic data ({records[0]['preset']} preset)")
+    ax.set_title(f"Table-4 rows on synthetic data ({records[0]['preset']} preset)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
+
+    reference = BASELINES["table4"][0]
+    others = [run for run in runs if run != reference]
+    dax.axhline(0.0, color="black", linewidth=0.8)
+    if reference not in results or not others:
+        dax.text(0.5, 0.5, "no baseline to compare with" if reference not in results else "no other row",
+                 ha="center", va="center", transform=dax.transAxes)
+    dwidth = 0.8 / max(len(others), 1)
+    for i, run in enumerate(others):
+        color = f"C{runs.index(run)}"
+        for j, (metric, _) in enumerate(PAIRED_METRICS):
+            diff = paired(results, run, reference, metric)
+            if diff.mean is None:
+                continue
+            x = j + (i - (len(others) - 1) / 2) * dwidth
+            dax.scatter([x] * diff.n, diff.differences, s=10, color="black", zorder=3)
+            if diff.low is None:
+                dax.scatter([x], [diff.mean], marker="_", s=200, color=color, zorder=2,
+                            label=f"{labels.get(run, run)} (1 seed: no interval)" if j == 0 else None)
+                continue
+            dax.errorbar([x], [diff.mean], yerr=[[diff.mean - diff.low], [diff.high - diff.mean]], fmt="o",
+                         color=color, capsize=4, zorder=2,
+                         label=f"{labels.get(run, run)} (n={diff.n})" if j == 0 else None)
+            if diff.excludes_zero:
+                dax.annotate("*", (x, diff.high), textcoords="offset points", xytext=(0, 2), ha="center",
+                             fontsize=12, color=color)
+    dax.set_xticks(range(len(PAIRED_METRICS)))
+    dax.set_xticklabels([metric for metric, _ in PAIRED_METRICS])
+    dax.set_xlim(-0.6, len(PAIRED_METRICS) - 0.4)
+    dax.set_ylabel("difference from the baseline, points")
+    dax.set_title("Paired by seed: mean, 95% t interval (* excludes 0)", fontsize=10)
+    handles, texts = dax.get_legend_handles_labels()
+    if handles:  # in the rows' order (matplotlib lists markers before error bars)
+        rank = {f"{labels.get(run, run)} (": i for i, run in enumerate(others)}
+        order = sorted(range(len(texts)), key=lambda k: next(i for p, i in rank.items() if texts[k].startswith(p)))
+        dax.legend([handles[k] for k in order], [texts[k] for k in order], fontsize=8, loc="best")
+    dax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
