@@ -25,7 +25,7 @@ from .cameras import map_test_cameras, record_train_cameras
 from .checkpoint import AtomicCheckpointer, NonFiniteGuard, NonFiniteWeightsError, PhaseState, resolve_eval_config
 from .preflight import check_identity_batches
 from .hooks import PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
-from .progress import Progress
+from .progress import Progress, with_phase_printer
 from .run_guard import epoch_seed, seed_generators
 
 logger = logging.getLogger(__name__)
@@ -255,6 +255,10 @@ class AGReIDTrainer(DefaultTrainer):
                                            cfg.SOLVER.STAGE1.CHECKPOINT_PERIOD, cfg.SOLVER.CHECKPOINT_PERIOD)
             phased.append(hook)
         return [PhaseSwitchHook(self.schedule), PhaseLRScheduler(cfg, self.schedule), *phased]
+
+    def build_writers(self):
+        """fastreid's writers; with phases, the log line's ETA counts each phase at its own pace."""
+        return with_phase_printer(super().build_writers(), self.max_iter, self.schedule)
 
     @classmethod
     def build_train_set(cls, cfg) -> Tuple[CommDataset, int]:
