@@ -1,5 +1,6 @@
 """ONNX export of the image encoder: onnx.checker, and onnxruntime against PyTorch."""
 import os
+import sys
 
 import numpy as np
 import onnx
@@ -8,11 +9,18 @@ import torch
 
 from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_model, tiny_run
 from agreid import Predictor
-from agreid.deploy_onnx import export_onnx, onnx_session
+from agreid.deploy_onnx import export_onnx, onnx_exporter, onnx_session
 from agreid.modeling.deploy import DeployedImageEncoder
 from agreid.predictor import list_images
 
 ATOL = 1e-4
+try:
+    import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
+
+    HAS_ONNXSCRIPT = True
+except ImportError:
+    HAS_ONNXSCRIPT = False
+needs_onnxscript = pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo ONNX exporter needs onnxscript")
 
 
 def _inputs(encoder, size, seed):
@@ -22,18 +30,25 @@ def _inputs(encoder, size, seed):
             torch.randint(NUM_CAMERAS, (size,), generator=generator))
 
 
-@pytest.mark.parametrize("neck_feat", ["before", "after"])
-def test_onnx_with_camids_matches_pytorch(tmp_path, neck_feat):
+@pytest.mark.parametrize("neck_feat,exporter", [
+    pytest.param("before", "dynamo", marks=needs_onnxscript),
+    pytest.param("after", "dynamo", marks=needs_onnxscript),
+    ("after", "legacy"),
+])
+def test_onnx_with_camids_matches_pytorch(tmp_path, neck_feat, exporter):
     encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg("MODEL.HEADS.NECK_FEAT", neck_feat)))
     # The tiny config uses OLP (stride 12): a non-square, overlapping patch grid.
     assert encoder.backbone.visual.conv1.stride[0] < encoder.backbone.visual.patch_size[0]
     path = str(tmp_path / "encoder.onnx")
-    assert export_onnx(encoder, path) < ATOL
+    assert export_onnx(encoder, path, exporter=exporter) < ATOL
+    assert not os.path.exists(path + ".data")  # one file, weights inside
     model = onnx.load(path)
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["images", "camids"]
+    assert model.opset_import[0].version == (18 if exporter == "dynamo" else 17)
     metadata = {p.key: p.value for p in model.metadata_props}
     assert "0-255" in metadata["input"] and "L2-normalised" in metadata["output"]
+    assert f"dynamo={exporter == 'dynamo'}" in metadata["exporter"]
     session = onnx_session(path, ["CPUExecutionProvider"])
     for size in (1, 4, 7):  # dynamic batch
         images, camids = _inputs(encoder, size, size)
@@ -82,14 +97,20 @@ def test_export_tool_writes_both_onnx_files(tmp_path, capsys):
 
 def test_benchmark_tool_times_each_backend_on_the_same_batch(capsys):
     tool = load_tool("benchmark_infer")
+    backends = ["eager", "pt2", "torchscript", "onnxruntime", "onnxruntime-legacy"]
     assert tool.main(["--config-file", os.path.join(os.path.dirname(__file__), "..", "configs/Synthetic/agreid.yml"),
-                      "--batch-size", "2", "--iters", "1", "--warmup", "0",
-                      "--backends", "eager,torchscript,onnxruntime", "INPUT.SIZE_TEST", "[64,32]"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+                      "--batch-size", "2", "--iters", "1", "--warmup", "0", "--rounds", "2",
+                      "--backends", ",".join(backends), "INPUT.SIZE_TEST", "[64,32]"]) == 0
+    printed = capsys.readouterr().out
+    assert "median of 2 rounds" in printed
+    lines = [line for line in printed.splitlines() if line.startswith("| ")]
     rows = {line.split("|")[1].strip().split(" ")[0]: [c.strip() for c in line.split("|")[2:-1]] for line in lines[1:]}
-    assert set(rows) == {"eager", "torchscript", "onnxruntime"}
+    assert set(rows) == set(backends)
     for images_per_second, ms, difference in rows.values():
-        assert float(images_per_second) > 0 and float(ms) > 0 and float(difference) < ATOL
+        # "median [min-max]" of the two rounds
+        assert float(images_per_second.split(" ")[0]) > 0 and float(ms.split(" ")[0]) > 0 and "[" in ms
+        assert float(difference) < ATOL
+    assert f"{onnx_exporter('auto')} exporter" in printed and "legacy exporter" in printed
     assert tool.main(["--batch-size", "2"]) == 2
     assert "--config-file" in capsys.readouterr().err
 
@@ -134,3 +155,14 @@ def test_onnx_wrappers_check_the_input_contract(tmp_path):
         agnostic.run(None, {"images": images, "camids": camids})
     with pytest.raises(ValueError, match="batch size 0"):
         agnostic(images[:0])
+
+
+def test_exporter_choice(monkeypatch, caplog):
+    assert onnx_exporter("legacy") == "legacy"
+    with pytest.raises(ValueError, match="exporter 'jit'"):
+        onnx_exporter("jit")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if it were not installed
+    with pytest.raises(ValueError, match="pip install onnxscript"):
+        onnx_exporter("dynamo")
+    assert onnx_exporter("auto") == "legacy"
+    assert "onnxscript is not installed" in caplog.text

@@ -6,6 +6,11 @@ normalisation is inside the graph; the batch size is dynamic. With SIE the graph
 ``camids`` (B,) int64, unless it is exported camera-agnostic (one SIE vector for every image,
 by a rule of :func:`agreid.predictor.camera_agnostic_encoder`). See docs/DEPLOY.md.
 
+The graph comes from torch's current exporter, ``torch.onnx.export(..., dynamo=True)`` (a
+``torch.export`` program translated by onnxscript, opset 18), when the ``onnxscript`` package is
+installed; otherwise, or with ``exporter="legacy"``, from the TorchScript-based exporter that
+torch deprecates (opset 17). Both are checked the same way; docs/DEPLOY.md compares them.
+
 onnxruntime itself checks little of this contract: camera ids outside ``0..num_cameras-1``
 (``-1`` picks the last camera's row), a ``camids`` of another length than the batch or an
 empty batch end in node errors or in silently wrong features. :func:`onnx_session` returns an
@@ -26,12 +31,39 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from .modeling.deploy import DeployedImageEncoder
+from .modeling.deploy import DeployedImageEncoder, contract_metadata
 from .predictor import camera_agnostic_encoder
 
 logger = logging.getLogger(__name__)
 
-OPSET = 17
+OPSET = 17  # the legacy exporter's
+DYNAMO_OPSET = 18  # the dynamo exporter's own (onnxscript's torchlib); lower ones need a conversion
+EXPORTERS = ("auto", "dynamo", "legacy")
+
+
+def onnx_exporter(exporter: str = "auto") -> str:
+    """``dynamo`` or ``legacy``: the exporter that ``exporter`` means here.
+
+    ``auto`` is ``dynamo`` (``torch.onnx.export(..., dynamo=True)``) when the ``onnxscript``
+    package it needs is installed, else ``legacy`` (with a warning saying so).
+
+    Raises:
+        ValueError: an unknown name, or ``dynamo`` without onnxscript.
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"ONNX exporter {exporter!r}: choose one of {EXPORTERS}.")
+    if exporter == "legacy":
+        return exporter
+    try:
+        import onnxscript  # noqa: F401  (what torch's dynamo exporter translates with)
+    except ImportError:
+        if exporter == "dynamo":
+            raise ValueError("the dynamo ONNX exporter needs the onnxscript package: pip install onnxscript "
+                             "(or choose the legacy exporter).") from None
+        logger.warning("onnxscript is not installed: exporting ONNX with torch's legacy TorchScript-based "
+                       "exporter (pip install onnxscript for the current one).")
+        return "legacy"
+    return "dynamo"
 
 
 class CameraAgnosticEncoder(nn.Module):
@@ -56,7 +88,7 @@ class CameraAgnosticEncoder(nn.Module):
 
 @contextlib.contextmanager
 def _exportable_attention():
-    # In eval mode nn.MultiheadAttention takes a fused "fast path" op that the ONNX exporter
+    # In eval mode nn.MultiheadAttention takes a fused "fast path" op that the legacy ONNX exporter
     # has no symbolic for; the plain path computes the same.
     enabled = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
@@ -71,8 +103,9 @@ def export_onnx(
     path: str,
     *,
     camera: Optional[Union[str, int]] = None,
-    opset: int = OPSET,
+    opset: Optional[int] = None,
     atol: float = 1e-4,
+    exporter: str = "auto",
 ) -> float:
     """Write ``encoder`` to ``path`` as ONNX, check it, and compare onnxruntime with PyTorch.
 
@@ -81,8 +114,10 @@ def export_onnx(
         path: the ``.onnx`` file to write.
         camera: None: a ``camids`` input when SIE is on; a rule (``mean``, ``zero``, index):
             camera-agnostic, images only. Ignored without SIE (images only).
-        opset: ONNX opset.
+        opset: ONNX opset; default 18 for the dynamo exporter, 17 for the legacy one.
         atol: largest allowed difference between onnxruntime and PyTorch features.
+        exporter: ``dynamo`` (``torch.onnx.export(..., dynamo=True)``), ``legacy`` (the
+            TorchScript-based one) or ``auto`` (:func:`onnx_exporter`).
 
     Returns:
         The largest absolute difference between onnxruntime's and PyTorch's features, on a
@@ -90,24 +125,21 @@ def export_onnx(
 
     Raises:
         RuntimeError: onnxruntime's features differ from PyTorch's by more than ``atol``.
+        ValueError: an unknown exporter, or ``dynamo`` without onnxscript.
     """
+    exporter = onnx_exporter(exporter)
     encoder = _cpu_copy(encoder)
     with_camids = camera is None and encoder.backbone.num_cameras > 0
     module = encoder if with_camids else CameraAgnosticEncoder(encoder, "mean" if camera is None else camera)
     input_names = ["images", "camids"] if with_camids else ["images"]
-    dynamic_axes = {name: {0: "batch"} for name in (*input_names, "features")}
-    with torch.no_grad(), _exportable_attention(), warnings.catch_warnings():
-        # The input-size check reads the shape in Python: fixed in the graph, as intended.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # This is torch's TorchScript-based exporter on purpose: the torch.export-based one
-        # needs the onnxscript package. Its deprecation notices are not the user's to act on.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(module, _example(encoder, 2, with_camids, 0), path, input_names=input_names,
-                          output_names=["features"], dynamic_axes=dynamic_axes, opset_version=opset,
-                          dynamo=False)
+    example = _example(encoder, 2, with_camids, 0)
+    if exporter == "dynamo":
+        _export_dynamo(module, example, path, input_names, DYNAMO_OPSET if opset is None else opset)
+    else:
+        _export_legacy(module, example, path, input_names, OPSET if opset is None else opset)
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
-    _add_metadata(model, encoder, with_camids, camera)
+    _add_metadata(model, encoder, with_camids, camera, exporter)
     onnx.save(model, path)
 
     inputs = _example(encoder, 5, with_camids, 1)
@@ -119,8 +151,32 @@ def export_onnx(
     if difference > atol:
         raise RuntimeError(f"{path}: onnxruntime's features differ from PyTorch's by {difference:.3g} "
                            f"(> {atol}); do not deploy this file.")
-    logger.info("ONNX encoder %s: inputs %s, max |onnxruntime - PyTorch| = %.2g", path, input_names, difference)
+    logger.info("ONNX encoder %s (%s exporter): inputs %s, max |onnxruntime - PyTorch| = %.2g", path, exporter,
+                input_names, difference)
     return difference
+
+
+def _export_dynamo(module: nn.Module, example, path: str, input_names, opset: int) -> None:
+    """torch's current exporter: torch.export, then onnxscript's translation; one file."""
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Inputs that share the batch dimension: torch notes that it names the axis once.
+        warnings.filterwarnings("ignore", message=r".*axis name: batch will not be used", category=UserWarning)
+        torch.onnx.export(module, example, path, input_names=list(input_names), output_names=["features"],
+                          dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset, dynamo=True,
+                          external_data=False, verbose=False)
+
+
+def _export_legacy(module: nn.Module, example, path: str, input_names, opset: int) -> None:
+    """torch's TorchScript-based exporter (deprecated by torch; kept for where onnxscript is missing)."""
+    dynamic_axes = {name: {0: "batch"} for name in (*input_names, "features")}
+    with torch.no_grad(), _exportable_attention(), warnings.catch_warnings():
+        # The input-size check reads the shape in Python: fixed in the graph, as intended.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # Chosen (exporter="legacy", or onnxscript missing): torch's deprecation notice is known.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, example, path, input_names=list(input_names), output_names=["features"],
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
 
 
 class OnnxImageEncoder:
@@ -236,19 +292,11 @@ def _example(encoder: DeployedImageEncoder, size: int, with_camids: bool, seed: 
     return images, torch.randint(encoder.backbone.num_cameras, (size,), generator=generator)
 
 
-def _add_metadata(model: onnx.ModelProto, encoder: DeployedImageEncoder, with_camids: bool, camera) -> None:
-    height, width = encoder.backbone.input_size
-    values = {
-        "input": f"images float32 (batch, 3, {height}, {width}) RGB 0-255, normalised inside",
-        "output": f"features float32 (batch, {encoder.backbone.final_dim + encoder.backbone.embed_dim}) L2-normalised",
-        "camids": (f"int64 (batch,) in 0..{encoder.backbone.num_cameras - 1}" if with_camids
-                   else "none (no SIE)" if encoder.backbone.num_cameras == 0
-                   else f"none (camera-agnostic SIE: {camera})"),
-        "num_cameras": encoder.backbone.num_cameras,
-        "batch": "dynamic, at least 1",
-    }
-    if encoder.settings is not None:
-        values["clip_name"] = encoder.settings.clip_name
+def _add_metadata(model: onnx.ModelProto, encoder: DeployedImageEncoder, with_camids: bool, camera,
+                  exporter: str = "legacy") -> None:
+    values = contract_metadata(encoder, with_camids, camera)
+    values["exporter"] = ("torch.onnx.export dynamo=True (torch.export)" if exporter == "dynamo"
+                          else "torch.onnx.export dynamo=False (TorchScript-based, legacy)")
     for key, value in values.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)

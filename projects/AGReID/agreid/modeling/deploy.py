@@ -8,6 +8,12 @@ the pixel normalisation; its output is AGReID's eval-mode test feature.
 was trained with) or from an exported ``image_encoder.safetensors`` (no config needed), and only ever
 builds CLIP's vision tower. The exported file holds the weights and the few settings needed to
 rebuild the encoder (:class:`EncoderSettings`); ``tools/export_image_encoder.py`` writes it.
+
+:func:`export_program` writes the encoder as a ``torch.export`` program (``.pt2``): a graph of
+ATen operators plus the weights, which ``torch.export.load(path).module()`` runs with torch
+alone (no agreid, fastreid or open_clip), with a dynamic batch and the input contract of the
+ONNX files checked inside the graph (:class:`ProgramEncoder`). :func:`trace_deployed_encoder`
+(TorchScript) is the legacy route: ``torch.jit`` is deprecated (torch 2.14 warns on ``trace`` and ``load``).
 """
 from __future__ import annotations
 
@@ -16,8 +22,10 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import open_clip
 import torch
@@ -31,6 +39,11 @@ from .clip_loader import clip_uses_quick_gelu  # also re-exported: callers impor
 from .meta_arch import _DEPLOYED_MODULES, AGReID, test_feature
 
 logger = logging.getLogger(__name__)
+
+# The extra file of a .pt2 archive that holds the input contract (JSON; see export_program).
+PROGRAM_CONTRACT_FILE = "agreid_contract.json"
+# Messages of the contract checks inside a .pt2 graph (raised as RuntimeError on the CPU).
+BATCH_MESSAGE = "images has batch size 0: the encoder needs at least 1 image (batch >= 1)."
 
 # Marks an exported encoder file; the version changes when its layout does.
 EXPORT_FORMAT = "agreid-image-encoder"
@@ -286,12 +299,166 @@ def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
             os.remove(tmp_path)
 
 
+class ProgramEncoder(nn.Module):
+    """The deployed encoder as :func:`export_program` exports it: the input contract of the ONNX
+    files (docs/DEPLOY.md), checked inside the graph so that the program checks it without agreid.
+
+    ``forward(images, camids)`` when SIE is on and ``camera`` is None; ``forward(images)`` without
+    SIE, or camera-agnostic (one SIE vector for every image, the ``camera`` rule's: ``mean``,
+    ``zero`` or a training camera index). An empty batch and camera ids outside
+    ``0..num_cameras-1`` fail a runtime assertion (``torch._assert_async``: a RuntimeError with the
+    message on the CPU; a device-side assertion on CUDA) instead of giving empty or silently wrong
+    features (the eager encoder maps unknown cameras to the mean embedding; the graph would
+    take ``-1`` as the last camera).
+    """
+
+    def __init__(self, encoder: DeployedImageEncoder, camera: Optional[Union[str, int]] = None):
+        super().__init__()
+        self.num_cameras = encoder.backbone.num_cameras
+        self.with_camids = camera is None and self.num_cameras > 0
+        if self.num_cameras > 0 and camera is not None:
+            from ..predictor import camera_agnostic_encoder  # the predictor imports this module
+
+            encoder = camera_agnostic_encoder(encoder, camera)
+        self.encoder = encoder
+        self.camids_message = (f"camids must be training camera ids in 0..{self.num_cameras - 1} "
+                               f"(int64, one per image).")
+        self.eval()
+
+    def forward(self, images: Tensor, camids: Optional[Tensor] = None) -> Tensor:
+        """Features (B, D) of 0-255 images (B, 3, H, W); camids (B,) only with :attr:`with_camids`."""
+        torch._assert_async(torch.scalar_tensor(images.shape[0]) > 0, BATCH_MESSAGE)
+        if self.with_camids:
+            torch._assert_async(((camids >= 0) & (camids < self.num_cameras)).all(), self.camids_message)
+        elif self.num_cameras > 0:  # camera-agnostic: the encoder's one-row SIE table
+            camids = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+        return self.encoder(images, camids)
+
+
+def contract_metadata(encoder: DeployedImageEncoder, with_camids: bool,
+                      camera: Optional[Union[str, int]] = None) -> Dict[str, str]:
+    """The input and output contract of an exported file, as text: ONNX metadata and the
+    ``.pt2`` archive's :data:`PROGRAM_CONTRACT_FILE`."""
+    height, width = encoder.backbone.input_size
+    num_cameras = encoder.backbone.num_cameras
+    values = {
+        "input": f"images float32 (batch, 3, {height}, {width}) RGB 0-255, normalised inside",
+        "output": f"features float32 (batch, {encoder.backbone.final_dim + encoder.backbone.embed_dim}) L2-normalised",
+        "camids": (f"int64 (batch,) in 0..{num_cameras - 1}" if with_camids
+                   else "none (no SIE)" if num_cameras == 0
+                   else f"none (camera-agnostic SIE: {camera})"),
+        "num_cameras": str(num_cameras),
+        "batch": "dynamic, at least 1",
+    }
+    if encoder.settings is not None:
+        values["clip_name"] = encoder.settings.clip_name
+    return values
+
+
+def export_program(
+    encoder: DeployedImageEncoder,
+    path: str,
+    *,
+    camera: Optional[Union[str, int]] = None,
+    batch_size: int = 2,
+    atol: float = 1e-5,
+) -> float:
+    """Write ``encoder`` to ``path`` as a ``torch.export`` program (``.pt2``) and check it.
+
+    The program is exported from a CPU float32 copy with ``torch.export.export`` and a dynamic
+    batch dimension (``torch.export.Dim``, at least 1), saved with ``torch.export.save`` (the
+    contract as JSON in the archive's :data:`PROGRAM_CONTRACT_FILE`), read back with
+    ``torch.export.load`` and compared with eager mode on batches of 1 and ``batch_size + 1``
+    (not the export's size). Use it with torch alone::
+
+        module = torch.export.load(path).module()
+        features = module(images, camids)   # or module(images): no SIE, or camera-agnostic
+
+    Args:
+        encoder: the deployed encoder (on any device).
+        path: the ``.pt2`` file to write (replaced only once the check passed).
+        camera: None: a ``camids`` input when SIE is on; a rule (``mean``, ``zero``, index):
+            camera-agnostic, images only. Ignored without SIE (images only).
+        batch_size: the example batch size of the export (at least 2: torch.export
+            specialises sizes 0 and 1).
+        atol: largest allowed difference between the program's and eager mode's features.
+
+    Returns:
+        The largest absolute difference between the loaded program's and eager mode's features.
+
+    Raises:
+        RuntimeError: the features differ by more than ``atol``; nothing is written.
+    """
+    if batch_size < 2:
+        raise ValueError(f"batch_size {batch_size}: torch.export needs an example batch of at least 2.")
+    encoder = copy.deepcopy(encoder).cpu().float().eval()
+    module = ProgramEncoder(encoder, camera)
+    example = _example_inputs(encoder, batch_size, module.with_camids, seed=0)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.export.export(module, example, dynamic_shapes=tuple({0: batch} for _ in example))
+    contract = contract_metadata(encoder, module.with_camids, camera)
+    contract["format"] = "torch.export program; torch.export.load(path).module()(images" + (
+        ", camids)" if module.with_camids else ")")
+    # Saved under its final name in a scratch folder (the archive's inner folder is named
+    # after the file), checked, then moved: a file that fails the check is never left behind.
+    folder = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        scratch = os.path.join(folder, os.path.basename(path))
+        torch.export.save(program, scratch, extra_files={PROGRAM_CONTRACT_FILE: json.dumps(contract, sort_keys=True)})
+        loaded = torch.export.load(scratch).module()
+        difference = 0.0
+        for size, seed in ((1, 1), (batch_size + 1, 2)):
+            inputs = _example_inputs(encoder, size, module.with_camids, seed)
+            with torch.no_grad():
+                difference = max(difference, (loaded(*inputs) - module(*inputs)).abs().max().item())
+        if not difference <= atol:
+            raise RuntimeError(f"{path}: the torch.export program's features differ from eager mode's by "
+                               f"{difference:.3g} (> {atol}); it was not written.")
+        os.replace(scratch, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    logger.info("torch.export program %s: inputs %s, max |program - eager| = %.2g", path,
+                "images, camids" if module.with_camids else "images", difference)
+    return difference
+
+
+def load_program(path: str, device: Optional[Union[str, torch.device]] = None) -> Tuple[nn.Module, Dict[str, str]]:
+    """``(module, contract)`` of a ``.pt2`` file written by :func:`export_program`.
+
+    ``module`` is ``torch.export.load(path).module()`` (loading runs no code of the file), moved to
+    ``device`` with ``torch.export.passes.move_to_device_pass`` when one is given; ``contract``
+    is the archive's :data:`PROGRAM_CONTRACT_FILE` (empty for other programs).
+    """
+    extra = {PROGRAM_CONTRACT_FILE: ""}
+    program = torch.export.load(path, extra_files=extra)
+    if device is not None and torch.device(device).type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, torch.device(device))
+    contract = json.loads(extra[PROGRAM_CONTRACT_FILE]) if extra[PROGRAM_CONTRACT_FILE] else {}
+    return program.module(), contract
+
+
+def _example_inputs(encoder: DeployedImageEncoder, size: int, with_camids: bool, seed: int) -> Tuple[Tensor, ...]:
+    """Random 0-255 images (and camera ids) of the encoder's input size."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = encoder.backbone.input_size
+    images = torch.rand(size, 3, height, width, generator=generator) * 255
+    if not with_camids:
+        return (images,)
+    return images, torch.randint(encoder.backbone.num_cameras, (size,), generator=generator)
+
+
 def trace_deployed_encoder(encoder: DeployedImageEncoder, batch_size: int = 2,
                            atol: float = 1e-5) -> torch.jit.ScriptModule:
-    """TorchScript of ``encoder`` by tracing ``(images, camids)``, checked against eager mode.
+    """Legacy: TorchScript of ``encoder`` by tracing ``(images, camids)``, checked against eager mode.
 
-    The traced module always takes both arguments (camids are ignored without SIE). Its
-    output is compared with eager mode on the example batch and on a batch of another size.
+    ``torch.jit`` is deprecated (torch 2.14 warns with a FutureWarning on ``trace``, ``load``);
+    :func:`export_program` is the current route. This is kept for runtimes that still read
+    TorchScript; torch's deprecation notices are not repeated here. The traced module always
+    takes both arguments (camids are ignored without SIE). Its output is compared with eager
+    mode on the example batch and on a batch of another size.
     """
     encoder = encoder.eval()
     parameter = next(encoder.parameters())
@@ -307,6 +474,7 @@ def trace_deployed_encoder(encoder: DeployedImageEncoder, batch_size: int = 2,
     with torch.no_grad(), warnings.catch_warnings():
         # The input-size check reads the shape in Python: traced as a constant, which is the intent.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
         traced = torch.jit.trace(encoder, example(batch_size, 0), check_trace=False)
         for size, seed in ((batch_size, 1), (batch_size + 3, 2)):
             inputs = example(size, seed)
