@@ -20,7 +20,8 @@ def _learner(template="d", num_ids=5, width=16):
 
 
 @pytest.mark.parametrize(
-    "name, num_slots", [("default", 4), ("longer", 10), ("random", 10), ("a", 6), ("b", 10), ("c", 10), ("d", 10)]
+    "name, num_slots", [("default", 4), ("longer", 10), ("random", 10), ("a", 6), ("b", 10), ("c", 10), ("d", 10),
+                        ("d_known", 10), ("d_filler", 10)]
 )
 def test_named_templates(name, num_slots):
     parsed = parse_template(name, TOKENIZER)
@@ -40,6 +41,40 @@ def test_template_d_slots_sit_after_their_attribute_words():
     # Position 0 is the start-of-text token, so word k sits at position k + 1.
     assert slots == [k + 1 for k, word in enumerate(words) if word == "x"]
     assert ids[0] == TOKENIZER.sot_token_id
+
+
+def _words(parsed):
+    ids = parsed.token_ids.tolist()
+    return [TOKENIZER.decode([token]).strip() for token in ids[1:ids.index(TOKENIZER.eot_token_id)]]
+
+
+@pytest.mark.parametrize("model_name", ["AGReID-Tiny-ViT", "ViT-B-16"])
+@pytest.mark.parametrize("control", ["d_known", "d_filler"])
+def test_study_controls_are_shaped_exactly_like_d(control, model_name):
+    tokenizer = open_clip.get_tokenizer(model_name)
+    d, other = parse_template("d", tokenizer), parse_template(control, tokenizer)
+    length = len(tokenizer.encode(TEMPLATES["d"])) + 2  # + start and end of text
+    assert length == 29 and len(tokenizer.encode(TEMPLATES[control])) + 2 == length
+    assert int((d.token_ids != 0).sum()) == int((other.token_ids != 0).sum()) == length
+    assert other.slot_positions.tolist() == d.slot_positions.tolist() == [5, 6, 9, 10, 14, 15, 19, 20, 25, 26]
+    assert other.token_ids[length - 1] == d.token_ids[length - 1] == tokenizer.eot_token_id
+
+
+def test_study_control_words():
+    # Word k sits at position k + 1; the X pairs at positions 5-6, 9-10, 14-15, 19-20, 25-26.
+    assert " ".join(_words(parse_template("d_known", TOKENIZER))) == (
+        "a photo of a x x top and x x bottoms , wearing x x upper clothes and x x lower clothes , in x x shoes"
+    )
+    assert " ".join(_words(parse_template("d_filler", TOKENIZER))) == (
+        "a photo of a x x person with x x stuff , with x x some things and x x other things , with x x ."
+    )
+    # d_known: every pair is followed by a garment noun whose colour SynthCLIP knows (docs/SYNTHCLIP.md).
+    words = _words(parse_template("d_known", TOKENIZER))
+    after_pairs = [words[k + 1] for k in range(len(words) - 1) if words[k] == "x" and words[k + 1] != "x"]
+    assert after_pairs == ["top", "bottoms", "upper", "lower", "shoes"]
+    # d_filler: none of d's attribute words is left.
+    filler = set(_words(parse_template("d_filler", TOKENIZER)))
+    assert not filler & {"hair", "wearing", "upper", "lower", "clothes", "carrying"}
 
 
 def test_splice_puts_v_exactly_at_the_x_positions():
@@ -88,3 +123,19 @@ def test_template_without_x_is_refused_by_name(template):
 def test_too_long_template_is_refused():
     with pytest.raises(ValueError, match="tokens"):
         parse_template(" ".join(["X"] * 80), TOKENIZER)
+
+
+@pytest.mark.parametrize("control", ["d_known", "d_filler"])
+def test_control_leaves_are_the_at_row_with_another_template(control):
+    import os
+
+    import agreid
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "Synthetic", "ablations")
+    leaf = agreid.get_agreid_cfg(os.path.join(root, "template_controls", f"at_d_{control[2:]}.yml"))
+    at = agreid.get_agreid_cfg(os.path.join(root, "at.yml"))
+    assert leaf.MODEL.PROMPT.TEMPLATE == control and leaf.MODEL.ATTR.ENABLED is False
+    assert leaf.OUTPUT_DIR == f"logs/synthetic/ablations/template_controls/at_d_{control[2:]}"
+    leaf.defrost()
+    leaf.MODEL.PROMPT.TEMPLATE, leaf.OUTPUT_DIR = at.MODEL.PROMPT.TEMPLATE, at.OUTPUT_DIR
+    assert leaf == at

@@ -29,6 +29,15 @@ TEMPLATES: Dict[str, str] = {
     "c": "A photo of a X X person wearing a X X hat, X X upper clothes and X X lower clothes, carrying X X.",
     # d: the paper's template (r = 10).
     "d": "A photo of a X X person with X X hair, wearing X X upper clothes and X X lower clothes, carrying X X.",
+    # Study controls, not the paper's: shaped exactly like d (29 tokens with start/end of text,
+    # the X tokens at d's positions), only the fixed words around the slots differ.
+    # d_known: every pair of slots before a garment noun of SynthCLIP's captions whose colour
+    # SynthCLIP knows zero-shot (docs/SYNTHCLIP.md: upper and lower colour, shoes); no hair,
+    # bag or build context. No full stop: the last slot pair needs its noun in that place.
+    "d_known": "A photo of a X X top and X X bottoms, wearing X X upper clothes and X X lower clothes, in X X shoes",
+    # d_filler: d's attribute words (hair, wearing, upper/lower clothes, carrying) replaced by
+    # neutral fillers of the same token count; "A photo of a X X person" is kept, as in CLIP-ReID's.
+    "d_filler": "A photo of a X X person with X X stuff, with X X some things and X X other things, with X X.",
 }
 
 # A learnable slot: the word X on its own (the tokenizer lower-cases, so x counts too).
