@@ -1,5 +1,6 @@
 """AG-ReID's losses against values worked out by hand, and Otsu against scikit-image."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -8,8 +9,10 @@ from skimage.exposure import histogram
 from skimage.filters import threshold_otsu
 
 import agreid  # noqa: F401  (patches fastreid before agreid.modeling imports it)
+from fastreid.modeling.losses import cross_entropy_loss
 from agreid.modeling.losses import (
     attribute_loss,
+    check_i2t_form,
     image_to_text_ce,
     noise_mask,
     otsu_threshold,
@@ -61,6 +64,164 @@ def test_image_to_text_ce_hand_value():
     # fastreid's label smoothing eps = 0.1: 0.9 on the target, 0.1 / (3 - 1) on the others.
     smoothed = -(0.9 * log_probs[0] + 0.05 * log_probs[1] + 0.05 * log_probs[2])
     assert image_to_text_ce(image, text, torch.tensor([0]), eps=0.1).item() == pytest.approx(smoothed, abs=1e-6)
+
+
+def test_image_to_text_ce_raw_form_is_the_default_and_ignores_the_logit_scale():
+    image = torch.tensor([[1.0, 0.0], [0.5, 2.0]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    targets = torch.tensor([0, 1])
+    default = image_to_text_ce(image, text, targets, eps=0.1)
+    assert torch.equal(image_to_text_ce(image, text, targets, eps=0.1, form="raw", logit_scale=30.0), default)
+    assert torch.equal(default, cross_entropy_loss(image @ text.t(), targets, 0.1))
+
+
+# A 2x3 example: f (2 images x 3 dims), T (2 identities x 3 dims), worked out by hand.
+#   f1 = (3, 0, 4), |f1| = 5 -> (0.6, 0, 0.8);   f2 = (0, 2, 0) -> (0, 1, 0)
+#   t0 = (0, 0, 10) -> (0, 0, 1);               t1 = (0, 3, 4), |t1| = 5 -> (0, 0.6, 0.8)
+#   cosines: f1 . [t0, t1] = [0.8, 0.64], f2 . [t0, t1] = [0, 0.6]; targets [0, 1]
+#   scale 10: logits [[8, 6.4], [0, 6]]
+#   row 1: -log(e^8 / (e^8 + e^6.4)) = log(1 + e^-1.6) = 0.1838968...
+#   row 2: -log(e^6 / (e^0 + e^6))   = log(1 + e^-6)   = 0.0024757...
+COSINE_F = torch.tensor([[3.0, 0.0, 4.0], [0.0, 2.0, 0.0]])
+COSINE_T = torch.tensor([[0.0, 0.0, 10.0], [0.0, 3.0, 4.0]])
+COSINE_TARGETS = torch.tensor([0, 1])
+
+
+def test_image_to_text_ce_cosine_form_hand_value():
+    expected = (math.log(1 + math.exp(-1.6)) + math.log(1 + math.exp(-6))) / 2
+    assert expected == pytest.approx(0.0931882, abs=1e-7)
+    loss = image_to_text_ce(COSINE_F, COSINE_T, COSINE_TARGETS, form="cosine", logit_scale=10.0)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # fastreid's label smoothing with 2 classes, eps 0.1: 0.9 on the target, 0.1 on the other;
+    # row 1: 0.1 * 1.6 + log(1 + e^-1.6), row 2: 0.1 * 6 + log(1 + e^-6).
+    smoothed = (0.1 * 1.6 + math.log(1 + math.exp(-1.6)) + 0.1 * 6 + math.log(1 + math.exp(-6))) / 2
+    assert smoothed == pytest.approx(0.4731882, abs=1e-7)
+    loss = image_to_text_ce(COSINE_F, COSINE_T, COSINE_TARGETS, eps=0.1, form="cosine", logit_scale=10.0)
+    assert loss.item() == pytest.approx(smoothed, abs=1e-6)
+    # Norms do not matter to the cosine form; the raw form of the same numbers is another loss.
+    rescaled = image_to_text_ce(COSINE_F * 7, COSINE_T / 3, COSINE_TARGETS, form="cosine", logit_scale=10.0)
+    assert rescaled.item() == pytest.approx(expected, abs=1e-6)
+    assert image_to_text_ce(COSINE_F, COSINE_T, COSINE_TARGETS).item() != pytest.approx(expected, abs=1e-3)
+    assert check_i2t_form(" Cosine ") == "cosine"
+
+
+@pytest.mark.parametrize("bad", ["dot", "cos", "", "normalised"])
+def test_bad_i2t_form_names_the_key_and_the_forms(bad):
+    with pytest.raises(ValueError, match=r"MODEL\.LOSSES\.I2T\.FORM must be one of 'raw', 'cosine'"):
+        check_i2t_form(bad)
+    with pytest.raises(ValueError, match=r"MODEL\.LOSSES\.I2T\.FORM"):
+        image_to_text_ce(COSINE_F, COSINE_T, COSINE_TARGETS, form=bad)
+
+
+def test_cosine_form_needs_a_positive_scale():
+    with pytest.raises(ValueError, match="positive logit scale"):
+        image_to_text_ce(COSINE_F, COSINE_T, COSINE_TARGETS, form="cosine", logit_scale=0.0)
+
+
+# ------------------------------------------------------------------- L_CE's form in the model
+def _i2t_model(*opts, logit_scale=None, monkeypatch=None):
+    """The tiny synthetic model (random init, 64x32) with ``opts``; the CLIP's own logit scale
+    set to ``logit_scale`` when given."""
+    from fastreid.modeling import build_model
+
+    from _tiny_model import tiny_cfg
+
+    if logit_scale is not None:
+        from agreid.modeling import clip_loader
+
+        create_clip = clip_loader.create_clip
+
+        def create_clip_with_scale(*args, **kwargs):
+            model = create_clip(*args, **kwargs)
+            with torch.no_grad():
+                model.logit_scale.fill_(math.log(logit_scale))
+            return model
+
+        monkeypatch.setattr(clip_loader, "create_clip", create_clip_with_scale)
+    torch.manual_seed(0)
+    return build_model(tiny_cfg(*opts))
+
+
+def test_logit_scale_zero_is_the_clip_models_own(monkeypatch):
+    # The default is 0: a random-init CLIP has open_clip's initial scale, 1 / 0.07.
+    model = _i2t_model("MODEL.LOSSES.I2T.FORM", "cosine")
+    assert model.loss_kwargs["i2t"]["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5)
+    # A CLIP whose learned logit_scale is log(23.5), e.g. SynthCLIP's after pretraining.
+    model = _i2t_model("MODEL.LOSSES.I2T.FORM", "cosine", "MODEL.LOSSES.I2T.LOGIT_SCALE", "0.0",
+                       logit_scale=23.5, monkeypatch=monkeypatch)
+    assert model.loss_kwargs["i2t"]["form"] == "cosine"
+    assert model.loss_kwargs["i2t"]["logit_scale"] == pytest.approx(23.5, rel=1e-6)
+    model = _i2t_model("MODEL.LOSSES.I2T.FORM", "cosine", "MODEL.LOSSES.I2T.LOGIT_SCALE", "30.0",
+                       logit_scale=23.5, monkeypatch=monkeypatch)
+    assert model.loss_kwargs["i2t"]["logit_scale"] == 30.0
+
+
+def test_i2t_defaults_are_the_papers_raw_form():
+    import agreid
+
+    cfg = agreid.get_agreid_cfg()
+    assert cfg.MODEL.LOSSES.I2T.FORM == "raw" and cfg.MODEL.LOSSES.I2T.LOGIT_SCALE == 0.0
+    assert _i2t_model().loss_kwargs["i2t"]["form"] == "raw"
+
+
+def test_bad_i2t_settings_stop_the_build():
+    with pytest.raises(ValueError, match=r"MODEL\.LOSSES\.I2T\.FORM must be one of 'raw', 'cosine', not 'dot'"):
+        _i2t_model("MODEL.LOSSES.I2T.FORM", "dot")
+    with pytest.raises(ValueError, match=r"MODEL\.LOSSES\.I2T\.LOGIT_SCALE must be a positive number"):
+        _i2t_model("MODEL.LOSSES.I2T.FORM", "cosine", "MODEL.LOSSES.I2T.LOGIT_SCALE", "-1.0")
+
+
+def test_a_guide_step_with_the_cosine_form_trains_the_image_encoder(monkeypatch):
+    from fastreid.utils.events import EventStorage
+
+    import torch.nn.functional as F
+
+    # L_CE alone (no ID, triplet or attribute loss), so the change comes from the cosine loss.
+    model = _i2t_model("MODEL.LOSSES.I2T.FORM", "cosine", "MODEL.LOSSES.NAME", "()", "MODEL.ATTR.ENABLED", "False",
+                       "MODEL.PROMPT.TEMPLATE", "default", logit_scale=20.0, monkeypatch=monkeypatch)
+    model.build_text_features()
+    generator = torch.Generator().manual_seed(1)
+    batch = {"images": torch.rand(8, 3, 64, 32, generator=generator) * 255,
+             "targets": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), "camids": torch.tensor([0, 1, 2, 3] * 2)}
+    model.train()
+    model.set_phase("guide")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.Adam([p for _, p in model.trainable_parameters("guide")], lr=1e-3)
+    with EventStorage():
+        loss_dict = model(batch)
+    assert set(loss_dict) == {"loss_i2t"}
+    # The loss is the cosine form on the encoder's f_proj, times the CLIP's scale 20.
+    with torch.no_grad():
+        proj = model.backbone(model.preprocess_image(batch), batch["camids"]).proj
+        logits = 20.0 * F.normalize(proj, dim=1) @ F.normalize(model.text_features, dim=1).t()
+        expected = cross_entropy_loss(logits, batch["targets"], model.loss_kwargs["ce"]["eps"])
+    torch.testing.assert_close(loss_dict["loss_i2t"].detach(), expected)
+    loss_dict["loss_i2t"].backward()
+    optimizer.step()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert "backbone.visual.conv1.weight" in changed and "backbone.visual.proj" in changed
+    assert not any(name.startswith(("prompt_learner.", "text_encoder.")) for name in changed)
+
+
+# --------------------------------------------------------------------------- the cosine leaves
+LEAVES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "Synthetic",
+                      "ablations")
+
+
+@pytest.mark.parametrize("leaf, raw", [("baseline", "baseline.yml"), ("at", "at.yml"), ("at_ap", "at_ap.yml"),
+                                       ("at_d_known", "template_controls/at_d_known.yml"),
+                                       ("at_d_filler", "template_controls/at_d_filler.yml")])
+def test_cosine_leaves_are_their_raw_rows_with_the_cosine_form(leaf, raw):
+    import agreid
+
+    cosine = agreid.get_agreid_cfg(os.path.join(LEAVES, "cosine", f"{leaf}.yml"))
+    reference = agreid.get_agreid_cfg(os.path.join(LEAVES, raw))
+    assert cosine.MODEL.LOSSES.I2T.FORM == "cosine" and cosine.MODEL.LOSSES.I2T.LOGIT_SCALE == 0.0
+    assert reference.MODEL.LOSSES.I2T.FORM == "raw"
+    assert cosine.OUTPUT_DIR == f"logs/synthetic/ablations/cosine/{leaf}"
+    cosine.defrost()
+    cosine.MODEL.LOSSES.I2T.FORM, cosine.OUTPUT_DIR = "raw", reference.OUTPUT_DIR
+    assert cosine == reference
 
 
 def _attribute_example():

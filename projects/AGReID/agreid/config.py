@@ -65,6 +65,13 @@ def add_agreid_config(cfg: CN) -> None:
     # ------------------------------------------------------------------- losses
     # Weight of the image-to-text cross-entropy L_CE of stage 2 (0 disables it).
     _C.MODEL.LOSSES.I2T = CN({"SCALE": 1.0})
+    # Logits of L_CE: "raw" (the paper's and CLIP-ReID's: unnormalised f_proj . T, whose
+    # temperature |f_proj| |T| moves with the template) or "cosine" (L2-normalised f_proj and T,
+    # times LOGIT_SCALE; an option for small CLIPs, docs/METHOD.md).
+    _C.MODEL.LOSSES.I2T.FORM = "raw"
+    # Scale of the cosine logits (FORM cosine only; a float, e.g. 30.0); 0 = the loaded CLIP
+    # model's own learned scale, exp(logit_scale) of its weights (e.g. SynthCLIP's).
+    _C.MODEL.LOSSES.I2T.LOGIT_SCALE = 0.0
     # Weights of the two SupCon directions of stage 1.
     _C.MODEL.LOSSES.SUPCON = CN({"SCALE": 1.0})
 

@@ -36,16 +36,48 @@ def supcon_loss(anchors: Tensor, contrasts: Tensor, anchor_labels: Tensor, contr
     return -mean_log_prob_positive.mean()
 
 
-def image_to_text_ce(image_features: Tensor, text_features: Tensor, targets: Tensor, eps: float = 0.0) -> Tensor:
-    """L_CE: cross-entropy of the logits ``image_features @ text_features.T`` against the identity.
+# Forms of L_CE's logits (MODEL.LOSSES.I2T.FORM): "raw" is the paper's (and CLIP-ReID's).
+I2T_FORMS = ("raw", "cosine")
+
+
+def check_i2t_form(form: str) -> str:
+    """The L_CE form named by ``MODEL.LOSSES.I2T.FORM`` (any case), checked.
+
+    Raises:
+        ValueError: naming the key and the valid forms, for any other name.
+    """
+    name = str(form).strip().lower()
+    if name not in I2T_FORMS:
+        raise ValueError(
+            f"MODEL.LOSSES.I2T.FORM must be one of {', '.join(repr(f) for f in I2T_FORMS)}, not {form!r}."
+        )
+    return name
+
+
+def image_to_text_ce(image_features: Tensor, text_features: Tensor, targets: Tensor, eps: float = 0.0,
+                     form: str = "raw", logit_scale: float = 1.0) -> Tensor:
+    """L_CE: cross-entropy of image-to-text logits against the identity.
+
+    ``form="raw"`` (the paper's): logits ``image_features @ text_features.T``, raw dot products,
+    so the effective temperature is ``|f| |T|`` (it moves with the norms, e.g. with the template).
+    ``form="cosine"``: logits ``logit_scale * normalize(f) @ normalize(T).T``, cosine similarities
+    times a fixed scale; ``logit_scale`` is ignored by the raw form.
 
     Args:
         image_features: (B, D) image features ``f_proj``.
         text_features: (num_ids, D) text feature of every identity's prompt.
         targets: (B,) identities.
         eps: label smoothing (fastreid's ``cross_entropy_loss``; 0 = plain cross-entropy).
+        form: ``"raw"`` or ``"cosine"`` (:data:`I2T_FORMS`).
+        logit_scale: the scale of the cosine logits (> 0).
     """
-    return cross_entropy_loss(image_features @ text_features.t(), targets, eps)
+    if check_i2t_form(form) == "cosine":
+        if not logit_scale > 0:
+            raise ValueError(f"The cosine image-to-text loss needs a positive logit scale, not {logit_scale!r}.")
+        logits = logit_scale * (F.normalize(image_features, dim=1) @ F.normalize(text_features, dim=1).t())
+    else:
+        logits = image_features @ text_features.t()
+    return cross_entropy_loss(logits, targets, eps)
 
 
 def attribute_loss(pred: Tensor, target: Tensor, threshold: Threshold = None) -> Tensor:

@@ -16,7 +16,7 @@ from ..phases import ALIGN, PHASES, check_phase  # noqa: F401  # PHASES: re-expo
 from .attribute_head import AttributeHead
 from .clip_backbone import CLIPImageEncoder, ImageFeatures
 from .clip_loader import shared_clip
-from .losses import attribute_loss, image_to_text_ce, supcon_loss
+from .losses import attribute_loss, check_i2t_form, image_to_text_ce, supcon_loss
 from .noise_mask import threshold_from_config
 from .prompts import PromptLearner
 from .text_encoder import TextEncoder
@@ -43,6 +43,29 @@ def test_feature(features: ImageFeatures, bnneck: Optional[nn.Module] = None,
     if bnneck is not None:
         final, proj = bnneck(final), bnneck_proj(proj)
     return F.normalize(torch.cat([final, proj], dim=1), dim=1)
+
+
+def _i2t_form(cfg, clip_model) -> dict:
+    """L_CE's ``form`` and ``logit_scale`` (MODEL.LOSSES.I2T.FORM, LOGIT_SCALE), checked.
+
+    LOGIT_SCALE 0 is the loaded CLIP model's own learned scale, ``exp(logit_scale)``; the raw
+    form (the paper's) uses no scale.
+    """
+    form = check_i2t_form(cfg.MODEL.LOSSES.I2T.FORM)
+    logit_scale = float(cfg.MODEL.LOSSES.I2T.LOGIT_SCALE)
+    if not logit_scale >= 0:
+        raise ValueError(
+            f"MODEL.LOSSES.I2T.LOGIT_SCALE must be a positive number, or 0 for the CLIP model's own "
+            f"logit scale, not {cfg.MODEL.LOSSES.I2T.LOGIT_SCALE!r}."
+        )
+    if logit_scale == 0:
+        logit_scale = float(clip_model.logit_scale.detach().float().exp())
+        source = "the CLIP model's own"
+    else:
+        source = "MODEL.LOSSES.I2T.LOGIT_SCALE"
+    if form == "cosine":
+        logger.info("Image-to-text loss L_CE: cosine logits times %.4g (%s).", logit_scale, source)
+    return {"form": form, "logit_scale": logit_scale}
 
 
 @META_ARCH_REGISTRY.register()
@@ -146,7 +169,7 @@ class AGReID(Baseline):
         ret["text_encoder"] = TextEncoder(clip_model)
         ret["loss_kwargs"].update({
             "supcon": {"scale": cfg.MODEL.LOSSES.SUPCON.SCALE},
-            "i2t": {"scale": cfg.MODEL.LOSSES.I2T.SCALE},
+            "i2t": {"scale": cfg.MODEL.LOSSES.I2T.SCALE, **_i2t_form(cfg, clip_model)},
             "attr": {
                 "align_weight": cfg.MODEL.ATTR.ALIGN_WEIGHT,
                 "guide_weight": cfg.MODEL.ATTR.GUIDE_WEIGHT,
@@ -288,8 +311,10 @@ class AGReID(Baseline):
         i2t_scale = self.loss_kwargs["i2t"]["scale"]
         if i2t_scale > 0:
             # Label-smoothed like the ID loss, as CLIP-ReID does.
+            i2t_kwargs = self.loss_kwargs["i2t"]
             loss_dict["loss_i2t"] = i2t_scale * image_to_text_ce(
-                outputs.proj, self.text_features, gt_labels, ce_kwargs["eps"]
+                outputs.proj, self.text_features, gt_labels, ce_kwargs["eps"],
+                form=i2t_kwargs.get("form", "raw"), logit_scale=i2t_kwargs.get("logit_scale", 1.0),
             )
         if self.heads is not None:
             attr_kwargs = self.loss_kwargs["attr"]
