@@ -39,7 +39,11 @@ def test_run_names_groups_and_patterns():
         "threshold_p50", "threshold_p75", "threshold_p90", "threshold_otsu", "threshold_none"]
     assert ablate.resolve_runs("at,table4, at") == ["at", "baseline", "ap", "at_ap"]
     everything = ablate.resolve_runs("all")
-    assert set(everything) == set(ablate.available_runs()) and len(everything) == 18
+    assert set(everything) == set(ablate.available_runs()) and len(everything) == 25
+    assert ablate.resolve_runs("cosine") == ["cosine/baseline", "cosine/at", "cosine/at_ap", "cosine/at_d_known",
+                                             "cosine/at_d_filler"]
+    assert ablate.resolve_runs("template_controls/*") == ["template_controls/at_d_known",
+                                                          "template_controls/at_d_filler"]
 
 
 def test_unknown_run_stops_naming_it():
@@ -81,17 +85,24 @@ def test_every_leaf_differs_from_agreid_only_where_it_says():
     for run in ablate.available_runs():
         with open(os.path.join(REPO, ablate.leaf_file(run))) as f:
             stated = yaml.safe_load(f)
-        assert stated.pop("_BASE_") == "../agreid.yml", run
+        assert stated.pop("_BASE_") == "../" * (run.count("/") + 1) + "agreid.yml", run
         assert stated.pop("OUTPUT_DIR") == f"logs/synthetic/ablations/{run}"
         cfg = _cfg(run)
-        for section, keys in stated.get("MODEL", {}).items():
-            for name, value in keys.items():
-                assert cfg.MODEL[section][name] == value, (run, name)
+        _assert_stated(cfg.MODEL, stated.get("MODEL", {}), run)
         cfg.defrost()
         for section in stated.get("MODEL", {}):
             cfg.MODEL[section] = base.MODEL[section]
         cfg.OUTPUT_DIR = base.OUTPUT_DIR
         assert cfg == base, run
+
+
+def _assert_stated(node, stated, run):
+    """Every value a leaf states is the value of the resolved config (nested sections too)."""
+    for name, value in stated.items():
+        if isinstance(value, dict):
+            _assert_stated(node[name], value, run)
+        else:
+            assert node[name] == value, (run, name)
 
 
 # ------------------------------------------------------------------------- bad input, dry run
@@ -361,3 +372,23 @@ def test_a_run_stopped_after_its_evaluation_is_read_from_its_log(tmp_path, tiny_
     assert record["metrics"]["mAP"] == 17.41 and record["metrics"]["Rank-1"] == 12.5
     assert record["seconds"] == 120.0  # 07:56:03 to 07:58:03 in the log
     assert not (run / "stdout.txt").exists()  # nothing was trained
+
+
+def test_the_template_study_tables_pair_with_their_own_baselines():
+    results = {run: {seed: _record(run, seed, m, r) for seed, (m, r) in enumerate(values)} for run, values in {
+        "baseline": [(30.0, 24.0), (29.0, 23.0)],
+        "template_controls/at_d_known": [(31.0, 25.0), (30.5, 24.0)],
+        "cosine/baseline": [(32.0, 26.0), (31.0, 25.0)],
+        "cosine/at": [(31.0, 26.0), (30.0, 25.0)],
+    }.items()}
+    sections = ablate.render_sections(results, None)
+    assert {"ablate:controls", "ablate:cosine"} <= set(sections)
+    controls = sections["ablate:controls"]
+    # d_known vs the raw baseline: differences +1.0, +1.5 (mean +1.25); Rank-1 +1.0, +1.0.
+    assert "| AT: template d_known (every slot next to a word SynthCLIP knows) | 30.8 ± 0.4 | 24.5 ± 0.7" in controls
+    assert "+1.25 [" in controls and "| AT: template d | not run |" in controls
+    # The cosine rows are paired with the cosine baseline, not the raw one: -1.00 at both seeds.
+    cosine = sections["ablate:cosine"]
+    assert "| AT: template d, cosine L_CE | 30.5 ± 0.7 | 25.5 ± 0.7 | 50.0 ± 0.0 | 60.0 ± 0.0 | -1.00 [-1.00, -1.00] *" in cosine
+    # None of the study's runs falls into the open-choices table.
+    assert "ablate:choices" not in sections

@@ -18,9 +18,11 @@ and a plot of the table-4 rows are written into the marked sections of ``docs/RE
     python tools/ablate.py --preset small --seeds 3 --runs table4 --dry-run
     python tools/ablate.py --preset small --render-only
 
-Run names: the leaf files' names (``baseline``, ``at``, ``ap``, ``at_ap``, ``template_<t>``,
-``threshold_<t>``, ``align_grad``, ``train_in_guide``), shell-style patterns of them, or the
-groups ``table4``, ``table5``, ``table6``, ``choices`` and ``all``.
+Run names: the leaf files' paths below the leaf folder (``baseline``, ``at``, ``ap``, ``at_ap``,
+``template_<t>``, ``threshold_<t>``, ``align_grad``, ``train_in_guide``, and the template study's
+``template_controls/at_d_known``, ``template_controls/at_d_filler``, ``cosine/<run>``),
+shell-style patterns of them, or the groups ``table4``, ``table5``, ``table6``, ``choices``,
+``controls``, ``cosine`` and ``all``.
 """
 from __future__ import annotations
 
@@ -66,6 +68,17 @@ TABLE6 = OrderedDict([
     ("threshold_otsu", ("Otsu", (63.2, 70.4, 82.4, 86.4))),
     ("threshold_none", ("None (no mask; not in the paper)", None)),
 ])
+# The controlled study of the template's effect (not in the paper): AT with two templates shaped
+# exactly like d, one whose slots sit next to words SynthCLIP knows and one with neutral filler,
+# beside the baseline, AT and AT + AP; the same five rows again with L_CE on cosine logits.
+CONTROLS = OrderedDict([
+    ("baseline", "baseline (holistic template, no attribute encoder)"),
+    ("at", "AT: template d"),
+    ("at_ap", "AT + AP (AG-ReID)"),
+    ("template_controls/at_d_known", "AT: template d_known (every slot next to a word SynthCLIP knows)"),
+    ("template_controls/at_d_filler", "AT: template d_filler (slots next to neutral filler)"),
+])
+COSINE = OrderedDict([(f"cosine/{run.split('/')[-1]}", f"{label}, cosine L_CE") for run, label in CONTROLS.items()])
 CHOICES = OrderedDict([
     ("at_ap", "defaults: V detached in L_attrA, E_A frozen in stage 2"),
     ("align_grad", "V also receives L_attrA's gradient in stage 1 (`MODEL.ATTR.ALIGN_GRAD_TO_PROMPTS True`)"),
@@ -85,6 +98,8 @@ BASELINES = {
     "table5": ("template_default", "Default Prompt"),
     "table6": ("threshold_otsu", "Otsu"),
     "choices": ("at_ap", "defaults"),
+    "controls": ("baseline", "baseline"),
+    "cosine": ("cosine/baseline", "baseline, cosine L_CE"),
 }
 # The metrics compared by seed (the others are shown as mean ± sd only).
 PAIRED_METRICS = (("mAP", "mAP"), ("Rank-1", "R@1"))
@@ -93,6 +108,8 @@ GROUPS = {
     "table5": list(TABLE5),
     "table6": list(TABLE6),
     "choices": list(CHOICES),
+    "controls": list(CONTROLS),
+    "cosine": list(COSINE),
 }
 
 
@@ -127,9 +144,11 @@ def parse_args(argv=None):
 
 # ------------------------------------------------------------------------------ runs and configs
 def available_runs() -> List[str]:
-    """Names of the ablation leaves (file names without ``.yml``), sorted."""
-    return sorted(os.path.splitext(os.path.basename(p))[0]
-                  for p in glob.glob(os.path.join(ex.REPO, LEAF_DIR, "*.yml")))
+    """Names of the ablation leaves (paths below the leaf folder without ``.yml``, e.g.
+    ``at`` or ``cosine/at``), sorted."""
+    root = os.path.join(ex.REPO, LEAF_DIR)
+    return sorted(os.path.splitext(os.path.relpath(p, root))[0].replace(os.sep, "/")
+                  for p in glob.glob(os.path.join(root, "**", "*.yml"), recursive=True))
 
 
 def resolve_runs(spec: str) -> List[str]:
@@ -139,7 +158,8 @@ def resolve_runs(spec: str) -> List[str]:
         SystemExit: naming an unknown run (and listing the known ones).
     """
     known = available_runs()
-    everything = GROUPS["table4"] + [r for group in ("table5", "table6", "choices") for r in GROUPS[group]]
+    everything = GROUPS["table4"] + [r for group in ("table5", "table6", "choices", "controls", "cosine")
+                                     for r in GROUPS[group]]
     everything += [r for r in known if r not in everything]
     runs: List[str] = []
     for item in (part.strip() for part in spec.split(",")):
@@ -205,7 +225,7 @@ def run_dir(output: str, run: str, seed: int) -> str:
 def load_results(output: str) -> Dict[str, Dict[int, dict]]:
     """Every results file under ``output``: ``{run: {seed: record}}``."""
     found: Dict[str, Dict[int, dict]] = {}
-    for path in sorted(glob.glob(os.path.join(ex.repo_path(output), "results", "*", "seed*.json"))):
+    for path in sorted(glob.glob(os.path.join(ex.repo_path(output), "results", "**", "seed*.json"), recursive=True)):
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
         found.setdefault(record["run"], {})[int(record["seed"])] = record
@@ -438,8 +458,16 @@ def render_sections(results, figure_rel: Optional[str]) -> Dict[str, str]:
         sections["ablate:table6"] = "\n".join(
             ["**Table 6 on synthetic data: noise-mask threshold.**", "", _provenance(results, list(TABLE6)), ""]
             + _table(results, rows, ["Threshold"], BASELINES["table6"]))
+    for name, table, title in (("controls", CONTROLS, "**The template study: controls shaped like d** (not in the paper)."),
+                               ("cosine", COSINE, "**The template study: the same rows with L_CE on cosine logits** "
+                                                  "(`MODEL.LOSSES.I2T.FORM cosine`; not in the paper).")):
+        # Rendered once a run of its own has results (the rows it shares with table 4 alone do not).
+        if any(run in results for run in table if run != BASELINES[name][0] and run not in TABLE4):
+            rows = [(run, (label,), None) for run, label in table.items()]
+            sections[f"ablate:{name}"] = "\n".join(
+                [title, "", _provenance(results, list(table)), ""] + _table(results, rows, ["Run"], BASELINES[name]))
     extra = [run for run in results if run not in TABLE4 and run not in TABLE5 and run not in TABLE6
-             and run not in CHOICES]
+             and run not in CHOICES and run not in CONTROLS and run not in COSINE]
     choice_runs = [r for r in CHOICES if r != "at_ap"] + extra
     if any(run in results for run in choice_runs):
         rows = [(run, (CHOICES.get(run, f"`{leaf_file(run)}`"),), None) for run in list(CHOICES) + extra]
