@@ -39,7 +39,7 @@ def parse_args(argv=None):
                            help="also compute L_CE with T rescaled to mean norm X")
     reference.add_argument("--baseline", default=None, metavar="RUN",
                            help="take X from this run: its mean |T| (e.g. the CLIP-ReID baseline)")
-    parser.add_argument("--output", default="text_features.json", metavar="JSON",
+    parser.add_argument("--output", default="logs/text_features.json", metavar="JSON",
                         help="where to write the numbers (default: %(default)s)")
     parser.add_argument("--dataset-root", default=None, metavar="DIR",
                         help="DATASETS.ROOT, when the runs' own root is not where the data is now")

@@ -36,7 +36,8 @@ def parse_args(argv=None):
                         help="checkpoints (model_final.pth) or run folders (their model_final.pth)")
     parser.add_argument("--names", default=None, help="comma-separated names of the runs (default: from their paths)")
     parser.add_argument("--output", default="logs/occlusion_breakdown", metavar="DIR_OR_FIGURE",
-                        help="folder for occlusion_breakdown.{md,json,png}, or the figure's path (default: %(default)s)")
+                        help="folder for occlusion_breakdown.{md,json,png}, or the figure's path "
+                             "(default: %(default)s)")
     parser.add_argument("--bins", default="0,25,50,75,100", metavar="EDGES",
                         help="edges of the hidden-share bins in percent, from 0 to 100 (default: %(default)s)")
     parser.add_argument("--dataset", default=None, metavar="NAME",

@@ -286,7 +286,9 @@ def markdown(result: dict) -> str:
     for breakdown, entry in result["breakdowns"].items():
         label = breakdown + (" (overlapping)" if entry["overlapping"] else "")
         for category, slot in entry["categories"].items():
-            count = str(slot["queries"]) if slot["valid"] == slot["queries"] else f"{slot['queries']} ({slot['valid']} valid)"
+            count = str(slot["queries"])
+            if slot["valid"] != slot["queries"]:
+                count += f" ({slot['valid']} valid)"
             cells = [label, category, count]
             cells += [_cell(slot["runs"][n][m]) for n in names for m in METRICS]
             lines.append("| " + " | ".join(cells) + " |")

@@ -23,7 +23,8 @@ template decides T. For one or more trained runs this module measures, on the tr
 - ``lce_rescaled``: the same with T rescaled as a whole to a reference mean norm X,
   ``T * X / mean_k |T_k|`` (directions and relative row norms kept, only the temperature moves),
   e.g. X = the baseline run's mean |T|. With X = the run's own mean norm it equals ``lce``; top-1
-  does not change under it.
+  does not change under it. (With ``MODEL.LOSSES.I2T.FORM cosine`` the logits are normalised, so
+  no rescaling moves L_CE; ``i2t_form`` records the form.)
 
 T is the table the checkpoint stores (what stage 2 used); a checkpoint saved before stage 2
 (``model_stage1.pth``) holds an empty table, which is then built from its prompts exactly as the

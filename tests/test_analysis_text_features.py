@@ -1,0 +1,220 @@
+"""agreid.analysis.text_features and tools/diagnose_text_features.py on a tiny trained run.
+
+The run (one epoch per phase on the tiny synthetic dataset, random init, 64x32 images) is trained
+once per session; every number the diagnostics give is recomputed here directly from the model,
+the images and attributes.json.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import agreid  # noqa: F401  (patches fastreid)
+from agreid.analysis import GroundTruthMissingError, load_run
+from agreid.analysis import text_features as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(REPO, "tools", "diagnose_text_features.py")
+# Small images and batches, one epoch per phase: seconds on a CPU (as tests/faults' tiny_run).
+TINY = ["SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",
+        "SOLVER.STAGE1.WARMUP_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.STEPS", "[100]",
+        "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]",
+        "SOLVER.STAGE1.MAX_EPOCH", "1", "SOLVER.MAX_EPOCH", "1",
+        "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.STAGE1.CHECKPOINT_PERIOD", "1",
+        "MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", "", "MODEL.DEVICE", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset_root, tmp_path_factory):
+    """A finished AG-ReID run on the tiny dataset: model_stage1.pth, model_final.pth, log.txt."""
+    out = tmp_path_factory.mktemp("text_features_run")
+    proc = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", "configs/Synthetic/agreid.yml",
+                           *TINY, "DATASETS.ROOT", str(tiny_dataset_root), "OUTPUT_DIR", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def final_run(trained_run):
+    return load_run(str(trained_run), name="final")
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """tools/diagnose_text_features.py as a module: its main(argv) runs in this process."""
+    spec = importlib.util.spec_from_file_location("diagnose_text_features_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(tool, capsys, *args):
+    """``(exit status, stdout, stderr)`` of the tool."""
+    status = tool.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# ------------------------------------------------------------------------- direct computations
+def direct_training_features(run, dataset_root):
+    """f_proj of every training image with its SIE row, and its identity, computed image by image."""
+    from fastreid.data.data_utils import read_image
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    from agreid.data.transforms import build_agreid_transforms
+    from agreid.engine.trainer import natural_key
+
+    data = DATASET_REGISTRY.get("SyntheticOccluded")(root=dataset_root)
+    pids = sorted({pid for _, pid, _ in data.train})  # fastreid's CommDataset relabelling
+    cams = sorted({cam for _, _, cam in data.train}, key=natural_key)
+    transform = build_agreid_transforms(run.cfg, is_train=False)
+    features, targets = [], []
+    with torch.no_grad():
+        for path, pid, cam in data.train:
+            images = transform(read_image(path))[None]
+            out = run.model.backbone(run.model.preprocess_image({"images": images}), torch.tensor([cams.index(cam)]))
+            features.append(out.proj[0].double())
+            targets.append(pids.index(pid))
+    return torch.stack(features), torch.tensor(targets), pids
+
+
+def smoothed_ce(logits, targets, eps):
+    """Label-smoothed cross-entropy written out: (1-eps) on the true class, eps/(K-1) on each other."""
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    k = logits.shape[1]
+    weights = torch.full_like(log_p, eps / (k - 1))
+    weights[torch.arange(len(targets)), targets] = 1 - eps
+    return float(-(weights * log_p).sum(dim=1).mean())
+
+
+def attributes_of(pids, dataset_root):
+    with open(os.path.join(dataset_root, "SyntheticOccluded", "attributes.json")) as f:
+        identities = json.load(f)["identities"]
+    return [identities[f"{int(pid.rsplit('_', 1)[1]):04d}"] for pid in pids]
+
+
+# ------------------------------------------------------------------------------------ unit tests
+def test_hard_pairs_need_all_three_visible_attributes():
+    people = [{"upper_color": "red", "lower_color": "blue", "shoes": "black", "hat": "cap"},
+              {"upper_color": "red", "lower_color": "blue", "shoes": "black", "hat": "none"},
+              {"upper_color": "red", "lower_color": "blue", "shoes": "white", "hat": "cap"}]
+    pairs = tf.hard_pairs(people)
+    assert pairs.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+    assert tf.VISIBLE_ATTRIBUTES == ("upper_color", "lower_color", "shoes")
+
+
+def test_rescaled_sets_the_mean_norm_and_keeps_directions():
+    table = torch.randn(5, 8) * torch.arange(1, 6).float()[:, None]
+    scaled = tf.rescaled(table, 3.0)
+    assert tf.mean_text_norm(scaled) == pytest.approx(3.0, rel=1e-6)
+    assert torch.allclose(F.normalize(scaled, dim=1), F.normalize(table, dim=1), atol=1e-6)
+    with pytest.raises(ValueError):
+        tf.rescaled(table, 0.0)
+
+
+# ------------------------------------------------------------------------------- on a trained run
+def test_numbers_match_direct_computation(final_run, tiny_dataset_root):
+    result = tf.diagnose_run(final_run)
+    table = final_run.model.text_features.detach().double()
+    assert result["T_source"] == "checkpoint"
+    assert result["T_norm"] == pytest.approx(float(table.norm(dim=1).mean()), rel=1e-6)
+
+    features, targets, pids = direct_training_features(final_run, tiny_dataset_root)
+    assert result["num_ids"] == len(pids) == table.shape[0]
+    assert result["num_images"] == len(targets)
+    assert result["f_norm"] == pytest.approx(float(features.norm(dim=1).mean()), rel=1e-4)
+    logits = features @ table.t()
+    assert result["top1"] == pytest.approx(float((logits.argmax(dim=1) == targets).double().mean()))
+    eps = final_run.cfg.MODEL.LOSSES.CE.EPSILON
+    assert result["lce_eps"] == eps
+    assert result["lce"] == pytest.approx(smoothed_ce(logits, targets, eps), rel=1e-4)
+
+    cos = F.normalize(table, dim=1) @ F.normalize(table, dim=1).t()
+    k = len(pids)
+    all_pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    assert result["cos_all"] == pytest.approx(float(np.mean([cos[i, j] for i, j in all_pairs])), rel=1e-6)
+    people = attributes_of(pids, tiny_dataset_root)
+    hard = [(i, j) for i, j in all_pairs
+            if all(people[i][a] == people[j][a] for a in ("upper_color", "lower_color", "shoes"))]
+    assert result["hard_pairs"] == len(hard) > 0  # the tiny preset has some (its generator twins)
+    assert result["cos_hard"] == pytest.approx(float(np.mean([cos[i, j] for i, j in hard])), rel=1e-6)
+
+
+def test_rescaled_loss(final_run, tiny_dataset_root):
+    own = tf.mean_text_norm(final_run.model.text_features)
+    same = tf.diagnose_run(final_run, reference_norm=own)
+    assert same["lce_rescaled"] == pytest.approx(same["lce"], rel=1e-5)
+
+    doubled = tf.diagnose_run(final_run, reference_norm=2 * own)
+    features, targets, _ = direct_training_features(final_run, tiny_dataset_root)
+    logits = 2 * features @ final_run.model.text_features.detach().double().t()
+    eps = final_run.cfg.MODEL.LOSSES.CE.EPSILON
+    assert doubled["lce_rescaled"] == pytest.approx(smoothed_ce(logits, targets, eps), rel=1e-4)
+    assert doubled["lce"] == pytest.approx(same["lce"], rel=1e-6)  # the trained loss does not move
+    assert doubled["top1"] == same["top1"]
+
+
+def test_stage1_checkpoint_builds_the_table(trained_run, final_run):
+    stage1 = load_run(str(trained_run / "model_stage1.pth"))
+    assert bool((stage1.model.text_features == 0).all())  # saved before stage 2 filled it
+    table, source = tf.text_features_of(stage1.model)
+    assert source == "built"
+    # V and the text encoder are frozen in stage 2: the same table stage 2 trained with.
+    assert torch.allclose(table, final_run.model.text_features.float(), atol=1e-5)
+    assert stage1.name == f"{trained_run.name}/model_stage1"
+
+
+# ----------------------------------------------------------------------------------------- tool
+def test_tool_compares_runs_against_a_baseline(tool, capsys, trained_run, tmp_path):
+    output = tmp_path / "out" / "tf.json"
+    status, out, err = run_tool(tool, capsys, "--runs", trained_run, trained_run / "model_stage1.pth",
+                                "--names", "final,stage1", "--baseline", trained_run / "model_stage1.pth",
+                                "--output", output)
+    assert status == 0, err[-3000:]
+    rows = [line for line in out.splitlines() if line.startswith("| final ") or line.startswith("| stage1 ")]
+    assert len(rows) == 2
+    payload = json.loads(output.read_text())
+    final, stage1 = payload["runs"]
+    assert final["name"] == "final" and stage1["name"] == "stage1"
+    assert payload["reference_norm"] == pytest.approx(stage1["T_norm"], rel=1e-6)
+    # The baseline rescaled to its own norm: its loss as is.
+    assert stage1["lce_rescaled"] == pytest.approx(stage1["lce"], rel=1e-5)
+    assert final["T_norm"] == pytest.approx(stage1["T_norm"], rel=1e-5)
+    assert f"L_CE at mean ‖T‖ = {payload['reference_norm']:.3f}" in out
+
+
+def test_tool_refuses_a_missing_run(tool, capsys, tmp_path):
+    status, out, err = run_tool(tool, capsys, "--runs", tmp_path / "nowhere", "--output", tmp_path / "x.json")
+    assert status == 2 and out == ""
+    assert err.strip().startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "nowhere" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_tool_refuses_a_dataset_without_attributes(tool, capsys, trained_run, tiny_dataset_root, tmp_path):
+    root = tmp_path / "datasets"
+    shutil.copytree(tiny_dataset_root, root)
+    os.remove(root / "SyntheticOccluded" / "attributes.json")
+    status, out, err = run_tool(tool, capsys, "--runs", trained_run, "--dataset-root", root,
+                                "--output", tmp_path / "x.json")
+    assert status == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "attributes.json" in lines[0]
+
+
+def test_library_raises_ground_truth_missing(trained_run, tiny_dataset_root, tmp_path):
+    root = tmp_path / "datasets"
+    shutil.copytree(tiny_dataset_root, root)
+    os.remove(root / "SyntheticOccluded" / "attributes.json")
+    run = load_run(str(trained_run), opts=["DATASETS.ROOT", str(root)])
+    with pytest.raises(GroundTruthMissingError, match="attributes.json"):
+        tf.diagnose_run(run)
