@@ -218,3 +218,18 @@ def test_library_raises_ground_truth_missing(trained_run, tiny_dataset_root, tmp
     run = load_run(str(trained_run), opts=["DATASETS.ROOT", str(root)])
     with pytest.raises(GroundTruthMissingError, match="attributes.json"):
         tf.diagnose_run(run)
+
+
+def test_cosine_logits_do_not_feel_the_rescaling(trained_run, tiny_dataset_root):
+    """With MODEL.LOSSES.I2T.FORM cosine, L_CE is the model's cosine loss and no rescaling moves it."""
+    if "FORM" not in agreid.get_agreid_cfg().MODEL.LOSSES.I2T:
+        pytest.skip("this version has no cosine L_CE")
+    run = load_run(str(trained_run), opts=["MODEL.LOSSES.I2T.FORM", "cosine", "MODEL.LOSSES.I2T.LOGIT_SCALE", "30.0"])
+    own = tf.mean_text_norm(run.model.text_features)
+    result = tf.diagnose_run(run, reference_norm=3 * own)
+    assert result["i2t_form"] == "cosine"
+    assert result["lce_rescaled"] == pytest.approx(result["lce"], rel=1e-5)
+    features, targets, _ = direct_training_features(run, tiny_dataset_root)
+    table = run.model.text_features.detach().double()
+    logits = 30 * F.normalize(features, dim=1) @ F.normalize(table, dim=1).t()
+    assert result["lce"] == pytest.approx(smoothed_ce(logits, targets, run.cfg.MODEL.LOSSES.CE.EPSILON), rel=1e-4)
