@@ -10,7 +10,7 @@ DEMO_DIR ?= logs/demo
 SYNTHCLIP ?= pretrained/SynthCLIP-Tiny.pt
 PYTEST_ARGS ?=
 
-.PHONY: install demo test synthclip clean-demo
+.PHONY: install demo test gpu-check synthclip clean-demo
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ $(STAMP): setup.py Makefile
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# On a CUDA machine: the CUDA-only tests, training/evaluation speed, NCCL, faiss-gpu, SynthCLIP in
+# one table, in at most 8 minutes (docs/PERFORMANCE.md); elsewhere one line saying there is no GPU.
+gpu-check: $(STAMP)
+	$(PY) tools/gpu_check.py --data-root $(DATA_ROOT)
 
 demo: $(STAMP)
 	SYNTHCLIP=$(SYNTHCLIP) bash tools/demo.sh $(DATA_ROOT) $(DEMO_DIR)
