@@ -4,8 +4,9 @@ test_multi_machine.py: only rank 0 writes checkpoints, so rank 1's weights are n
     RANK_WEIGHTS=DIR python tests/faults/rank_weights.py ARGS...
 
 writes ``DIR/stage1_rank<R>.pth`` (when stage 2 begins) and ``DIR/final_rank<R>.pth`` (after
-training) from each rank R: ``{"parameters": {name: tensor}, "buffers": {name: tensor}}``. The hook is installed inside each rank's process, so it also holds
-in the processes fastreid's launcher spawns.
+training) from each rank R: ``{"parameters": {name: tensor}, "buffers": {name: tensor}}``. The
+hooks are installed inside each rank's process, so they also hold in the processes fastreid's
+launcher spawns.
 """
 import os
 import sys
