@@ -259,6 +259,20 @@ def test_the_train_worker_times_both_phases_on_synthetic_images(tiny_dataset_roo
     assert row.status == gpu_check.OK and "losses finite" in row.result, row
 
 
+def test_synthetic_batches_are_identities_of_four_and_always_full(tiny_dataset_root):
+    import torch
+
+    batches = gpu_check.SyntheticBatches(tiny_dataset_root)
+    make = batches.image_batch(16, (64, 32), 702, 8, torch.device("cpu"))
+    batch = make()
+    assert batch["images"].shape == (16, 3, 64, 32) and batch["images"].max() > 1  # 0-255, as fastreid feeds
+    assert sorted(torch.bincount(batch["targets"]).tolist())[-4:] == [4, 4, 4, 4]
+    # More identities than the 16 the tiny set has: some come twice, the batch is still full.
+    assert batches.image_batch(80, (64, 32), 702, 8, torch.device("cpu"))()["targets"].shape == (80,)
+    with pytest.raises(ValueError, match="identities"):
+        batches.image_batch(16, (64, 32), 10, 8, torch.device("cpu"))
+
+
 def test_the_eval_worker_compares_two_runs_of_the_same_functions(tmp_path):
     out = tmp_path / "eval.json"
     proc = _tool("--worker", "eval", "--out", str(out), "--work", str(tmp_path / "eval"), "--eval-scale", "smoke",

@@ -334,8 +334,12 @@ class SyntheticBatches:
                              f"cameras, the model {num_classes} and {num_cameras}")
         generator = torch.Generator().manual_seed(0)
 
+        num_ids = max(-(-batch // 4), 1)
+
         def make() -> dict:
-            ids = torch.randperm(len(by_id), generator=generator)[:max(batch // 4, 1)]
+            # Distinct identities while there are enough; always exactly ``batch`` images.
+            ids = (torch.randperm(len(by_id), generator=generator)[:num_ids] if len(by_id) >= num_ids
+                   else torch.randint(len(by_id), (num_ids,), generator=generator))
             index = torch.cat([by_id[i][torch.randint(len(by_id[i]), (4,), generator=generator)] for i in ids])[:batch]
             return {"images": images[index].to(device), "targets": targets[index].to(device),
                     "camids": camids[index].to(device)}
