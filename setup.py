@@ -42,6 +42,7 @@ setup(
         "safetensors>=0.4",
         "onnx>=1.15",
         "onnxruntime>=1.17",
+        "onnxscript>=0.7",  # torch.onnx.export(dynamo=True), the exporter torch recommends
         "grad-cam>=1.5",
         # Plots of the experiment tools (tools/ablate.py, probe_attributes.py, analyze_noise_mask.py).
         "matplotlib>=3.5",

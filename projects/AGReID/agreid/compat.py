@@ -229,13 +229,35 @@ def _fix_launch_without_cuda() -> None:
 
 
 def _ddp(model, device_ids=None, broadcast_buffers=False, **kwargs):
-    """DistributedDataParallel that tolerates phase-idle parameters and CPU modules."""
+    """DistributedDataParallel that tolerates phase-idle parameters and CPU modules.
+
+    With ``broadcast_buffers=False`` (fastreid's choice) torch no longer copies rank 0's buffers
+    when wrapping either: they are copied here once (e.g. the prompt's template embedding, drawn
+    on each rank), and :func:`sync_buffers` copies them again before each evaluation.
+    """
     from torch.nn.parallel import DistributedDataParallel
 
     on_cuda = next(model.parameters()).is_cuda
-    return DistributedDataParallel(model, device_ids=device_ids if on_cuda else None,
-                                   broadcast_buffers=broadcast_buffers,
-                                   find_unused_parameters=True, **kwargs)
+    wrapped = DistributedDataParallel(model, device_ids=device_ids if on_cuda else None,
+                                      broadcast_buffers=broadcast_buffers,
+                                      find_unused_parameters=True, **kwargs)
+    sync_buffers(model)
+    return wrapped
+
+
+def sync_buffers(model) -> None:
+    """Give every process rank 0's buffers (BN running statistics, text features, ...).
+
+    Each process updates its own buffers from its own batches; evaluation shards the test set
+    over the processes, so they must agree first. Nothing happens in a single process.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    module = getattr(model, "module", model)
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def _fix_ddp_unused_parameters() -> None:

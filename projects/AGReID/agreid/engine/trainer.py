@@ -16,6 +16,7 @@ from fastreid.utils import comm
 from fastreid.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
+from ..compat import sync_buffers
 from ..data import verify_images
 from ..data.transforms import build_agreid_transforms
 from ..modeling.clip_loader import skip_pretrained_weights
@@ -310,6 +311,13 @@ class AGReIDTrainer(DefaultTrainer):
         loader, num_query = build_reid_test_loader(
             test_set, cfg.TEST.IMS_PER_BATCH, len(query), num_workers=cfg.DATALOADER.NUM_WORKERS)
         return Progress(loader, f"features {dataset_name}"), num_query
+
+    @classmethod
+    def test(cls, cfg, model):
+        """fastreid's evaluation, every process with rank 0's buffers (each trained its own BN
+        statistics on its own batches, and each evaluates a shard of the test set)."""
+        sync_buffers(model)
+        return super().test(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
