@@ -7,6 +7,24 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _no_handlers_on_closed_streams():
+    """Drop log handlers left on an earlier test's captured (now closed) stdout/stderr.
+
+    A tool run in-process under ``capsys`` sets up fastreid's loggers on the streams of that
+    moment; a later test would otherwise get "--- Logging error ---" tracebacks on its stderr.
+    """
+    import logging
+
+    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset_root(tmp_path_factory):
     """A dataset root holding ``SyntheticOccluded`` (preset tiny, seed 0)."""
