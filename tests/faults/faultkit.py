@@ -1,5 +1,6 @@
 """Helpers shared by the fault tests (imported by name: this folder is on sys.path)."""
 import os
+import runpy
 import subprocess
 import sys
 
@@ -33,3 +34,17 @@ def train_net(*args, timeout=600, env=None):
 
 def tiny_args(dataset_root, out, *extra):
     return ["--config-file", CONFIG, *TINY, "DATASETS.ROOT", str(dataset_root), "OUTPUT_DIR", str(out), *extra]
+
+
+_TRAIN_NET = {}
+
+
+def train_net_in_process(argv, capsys):
+    """Run tools/train_net.py's command line in this process (no interpreter start-up: fast);
+    returns ``(exit status, stderr)``. For commands that stop before any training."""
+    from fastreid.engine import default_argument_parser
+
+    if not _TRAIN_NET:
+        _TRAIN_NET.update(runpy.run_path(os.path.join(REPO, "tools", "train_net.py"), run_name="train_net_tool"))
+    code = _TRAIN_NET["run"](default_argument_parser().parse_args([str(a) for a in argv]))
+    return code, capsys.readouterr().err

@@ -1,6 +1,5 @@
 """Before any work: the seed is set and recorded, the output folder is locked and writable,
 and the user's config mistakes end in one line without a traceback."""
-import importlib.util
 import json
 import os
 import socket
@@ -12,7 +11,7 @@ import torch
 
 from agreid.engine.run_guard import LOCK_FILE, OutputDirError, OutputDirLock
 from agreid.serialization import load_checkpoint_file
-from faultkit import CONFIG, REPO, tiny_args, train_net
+from faultkit import CONFIG, REPO, tiny_args, train_net, train_net_in_process
 
 
 def _final_weights(out):
@@ -81,31 +80,15 @@ def test_read_only_output_dir(tiny_dataset_root, tmp_path):
     assert f"OUTPUT_DIR {out!r}" in proc.stderr and ("not writable" in proc.stderr or "cannot be created" in proc.stderr)
 
 
-@pytest.fixture(scope="module")
-def train_net_module():
-    """tools/train_net.py imported, to run its command line in this process (fast)."""
-    spec = importlib.util.spec_from_file_location("train_net_tool", os.path.join(REPO, "tools", "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run_in_process(module, argv, capsys):
-    from fastreid.engine import default_argument_parser
-
-    code = module.run(default_argument_parser().parse_args(argv))
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("opts, expected", [
     (["MODEL.BACKBONE.STRIDEE", "12"], "Non-existent key: MODEL.BACKBONE.STRIDEE"),
     (["SOLVER.MAX_EPOCH", "many"], "for config key: SOLVER.MAX_EPOCH"),
     (["SOLVER.MAX_EPOCH"], "odd length"),
     (["MODEL.PROMPT.TEMPLATE", "a photo of a person"], "has no learnable 'X' word"),
 ])
-def test_config_mistakes_are_one_line(train_net_module, capsys, tiny_dataset_root, tmp_path, opts, expected):
+def test_config_mistakes_are_one_line(capsys, tiny_dataset_root, tmp_path, opts, expected):
     argv = tiny_args(tiny_dataset_root, tmp_path / "out") + opts
-    code, err = _run_in_process(train_net_module, argv, capsys)
+    code, err = train_net_in_process(argv, capsys)
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and expected in lines[0], err[-2000:]
     assert "Traceback" not in err
@@ -120,11 +103,11 @@ def test_bad_threshold_name_is_one_line(tiny_dataset_root, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_unknown_key_in_a_yaml_file(train_net_module, capsys, tmp_path, tiny_dataset_root):
+def test_unknown_key_in_a_yaml_file(capsys, tmp_path, tiny_dataset_root):
     leaf = tmp_path / "leaf.yml"
     leaf.write_text(f"_BASE_: {os.path.join(REPO, CONFIG)}\nSOLVER:\n  MAX_EPOCHS: 3\n")
-    code, err = _run_in_process(train_net_module, ["--config-file", str(leaf), "DATASETS.ROOT",
-                                                   tiny_dataset_root, "OUTPUT_DIR", str(tmp_path / "o")], capsys)
+    code, err = train_net_in_process(["--config-file", str(leaf), "DATASETS.ROOT",
+                                      tiny_dataset_root, "OUTPUT_DIR", str(tmp_path / "o")], capsys)
     assert code == 2 and "SOLVER.MAX_EPOCHS" in err and str(leaf) in err and "Traceback" not in err
 
 
@@ -151,14 +134,17 @@ def test_the_seed_drives_the_stage1_batch_order(tiny_dataset_root, tmp_path):
     assert _first_stage1_targets(tiny_dataset_root, tmp_path / "c", 2) != first
 
 
-def test_same_seed_same_stage1_checkpoint_without_deterministic(tiny_dataset_root, tmp_path):
+def test_same_seed_same_stage1_checkpoint_without_deterministic(tiny_run, tiny_dataset_root, tmp_path):
     weights = {}
-    for name, seed in (("a", "11"), ("b", "11"), ("c", "12")):
+    for name in ("a", "b"):
         out = tmp_path / name
-        proc = train_net(*tiny_args(tiny_dataset_root, out, "SEED", seed, "SOLVER.MAX_EPOCH", "1"))
+        # Stage 1 only (no stage-2 epoch): its checkpoint is what is compared.
+        proc = train_net(*tiny_args(tiny_dataset_root, out, "SEED", "11", "SOLVER.MAX_EPOCH", "0"))
         assert proc.returncode == 0, proc.stderr[-3000:]
         weights[name] = load_checkpoint_file(out / "model_stage1.pth")["model"]
-    a, b, c = weights["a"], weights["b"], weights["c"]
+    a, b = weights["a"], weights["b"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert not torch.equal(a["prompt_learner.pseudo_labels"], c["prompt_learner.pseudo_labels"])
+    # A run of another seed learns other pseudo-labels (the comparison above can fail).
+    other = load_checkpoint_file(tiny_run / "model_stage1.pth")["model"]
+    assert not torch.equal(a["prompt_learner.pseudo_labels"], other["prompt_learner.pseudo_labels"])

@@ -17,7 +17,7 @@ from agreid.engine import run_guard
 from agreid.engine.cameras import map_test_cameras
 from agreid.engine.run_guard import LOCK_FILE, OutputDirError, OutputDirLock
 from agreid.serialization import load_checkpoint_file
-from faultkit import CONFIG, REPO, tiny_args, train_net
+from faultkit import CONFIG, REPO, tiny_args, train_net, train_net_in_process
 
 RANDOM_INIT = ["MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", ""]
 SMALL = ["INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]"]
@@ -26,10 +26,21 @@ SMALL = ["INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]"]
 def _one_line(proc) -> str:
     """The single ``error:`` line of a refused command (exit 2, no traceback)."""
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and "terminate called" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr[-3000:]
+    return _only_error_line(proc.stderr)
+
+
+def _only_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr and "terminate called" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr[-3000:]
     return lines[0]
+
+
+def _in_process(argv, capsys) -> str:
+    """The ``error:`` line of a command refused before any training, run in this process."""
+    code, err = train_net_in_process(argv, capsys)
+    assert code == 2, err[-3000:]
+    return _only_error_line(err)
 
 
 def _digest(folder) -> dict:
@@ -43,18 +54,21 @@ def _digest(folder) -> dict:
     ("128", "SOLVER.IMS_PER_BATCH 128 with DATALOADER.NUM_INSTANCE 4 needs 32 identities in each batch, "
             "but the training set of ['SyntheticOccluded'] has 16 (64 images). Use SOLVER.IMS_PER_BATCH 64 or less"),
 ])
-def test_a_batch_the_identity_sampler_cannot_fill_is_one_line(tiny_dataset_root, tmp_path, batch, expected):
+def test_a_batch_the_identity_sampler_cannot_fill_is_one_line(tiny_dataset_root, tmp_path, capsys, batch, expected):
     out = tmp_path / "run"
-    # Before the fix this looped forever in fastreid's sampler: the timeout fails the test.
-    proc = train_net(*tiny_args(tiny_dataset_root, out, "SOLVER.IMS_PER_BATCH", batch), timeout=120)
-    assert expected in _one_line(proc)
+    # Before the fix this looped forever in fastreid's sampler (pytest's timeout fails the test).
+    assert expected in _in_process(tiny_args(tiny_dataset_root, out, "SOLVER.IMS_PER_BATCH", batch), capsys)
     assert not out.exists()  # a refused command writes nothing
 
 
+def test_a_hang_is_now_one_line_as_the_user_runs_it(tiny_dataset_root, tmp_path):
+    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "run", "SOLVER.IMS_PER_BATCH", "6"), timeout=120)
+    assert "SOLVER.IMS_PER_BATCH 6 cannot be filled" in _one_line(proc)
+
+
 @pytest.mark.parametrize("key, value", [("SOLVER.STAGE1.OPT", "SDG"), ("SOLVER.OPT", "Adamm")])
-def test_an_optimiser_typo_is_one_line(tiny_dataset_root, tmp_path, key, value):
-    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "run", key, value), timeout=120)
-    line = _one_line(proc)
+def test_an_optimiser_typo_is_one_line(tiny_dataset_root, tmp_path, capsys, key, value):
+    line = _in_process(tiny_args(tiny_dataset_root, tmp_path / "run", key, value), capsys)
     assert f"{key} {value!r} is not an optimiser of torch.optim" in line
     assert "Adam, AdamW" in line and "SGD" in line
 
@@ -230,9 +244,9 @@ def test_unseen_camera_rule_applies_without_recorded_training_cameras():
         map_test_cameras(cfg, "Test", "test", items)
 
 
-def test_camera_mistakes_are_one_line(tiny_run, tiny_dataset_root, tmp_path):
-    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "a", "TEST.UNSEEN_CAMERA", "bogus"))
-    assert "TEST.UNSEEN_CAMERA 'bogus': use one of error, mean" in _one_line(proc)
+def test_camera_mistakes_are_one_line(tiny_run, tiny_dataset_root, tmp_path, capsys):
+    line = _in_process(tiny_args(tiny_dataset_root, tmp_path / "a", "TEST.UNSEEN_CAMERA", "bogus"), capsys)
+    assert "TEST.UNSEEN_CAMERA 'bogus': use one of error, mean" in line
     # --eval-only on a test set with a camera the checkpoint never saw.
     root = tmp_path / "datasets"
     shutil.copytree(tiny_dataset_root, root)
@@ -253,21 +267,20 @@ def test_camera_mistakes_are_one_line(tiny_run, tiny_dataset_root, tmp_path):
     ("_BASE_: b.yml\n", "_BASE_ cycle:"),
     (None, "is a directory, not a YAML file"),
 ])
-def test_config_files_that_cannot_be_read_are_one_line(tmp_path, content, expected):
+def test_config_files_that_cannot_be_read_are_one_line(tmp_path, capsys, content, expected):
     path = tmp_path / "a.yml"
     if content is None:
         path.mkdir()
     else:
         path.write_text(content)
         (tmp_path / "b.yml").write_text("_BASE_: a.yml\n")
-    proc = train_net("--config-file", str(path))
-    line = _one_line(proc)
+    line = _in_process(["--config-file", str(path)], capsys)
     assert expected in line and str(path) in line
 
 
-def test_a_percentile_out_of_range_names_the_key(tiny_dataset_root, tmp_path):
-    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "run", "MODEL.ATTR.THRESHOLD", "p150"))
-    assert "MODEL.ATTR.THRESHOLD: Noise-mask percentile 'p150' must be in (0, 100)" in _one_line(proc)
+def test_a_percentile_out_of_range_names_the_key(tiny_dataset_root, tmp_path, capsys):
+    line = _in_process(tiny_args(tiny_dataset_root, tmp_path / "run", "MODEL.ATTR.THRESHOLD", "p150"), capsys)
+    assert "MODEL.ATTR.THRESHOLD: Noise-mask percentile 'p150' must be in (0, 100)" in line
 
 
 def test_an_empty_last_checkpoint_is_one_line(tiny_run, tiny_dataset_root, tmp_path):
