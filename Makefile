@@ -10,7 +10,7 @@ DEMO_DIR ?= logs/demo
 SYNTHCLIP ?= pretrained/SynthCLIP-Tiny.pt
 PYTEST_ARGS ?=
 
-.PHONY: install demo test gpu-check synthclip clean-demo
+.PHONY: install demo test test-quick gpu-check synthclip clean-demo
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ $(STAMP): setup.py Makefile
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# The quick tier for daily work (under 2 minutes on 2 cores): everything not marked slow.
+test-quick: $(STAMP)
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
 
 # On a CUDA machine: the CUDA-only tests, training/evaluation speed, NCCL, faiss-gpu, SynthCLIP in
 # one table, in at most 8 minutes (docs/PERFORMANCE.md); elsewhere one line saying there is no GPU.

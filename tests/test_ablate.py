@@ -329,6 +329,7 @@ def test_table4_plot_has_a_panel_of_paired_differences(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------- one real tiny run
+@pytest.mark.slow
 def test_two_tiny_runs_train_render_and_resume(tmp_path, tiny_dataset_root):
     import open_clip
     import torch

@@ -8,8 +8,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,27 +18,18 @@ import agreid  # noqa: F401  (patches fastreid)
 from agreid.analysis import GroundTruthMissingError, load_run
 from agreid.analysis import text_features as tf
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "diagnose_text_features.py")
 # Small images and batches, one epoch per phase: seconds on a CPU (as tests/faults' tiny_run).
-TINY = ["SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",
-        "SOLVER.STAGE1.WARMUP_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.STEPS", "[100]",
-        "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]",
-        "SOLVER.STAGE1.MAX_EPOCH", "1", "SOLVER.MAX_EPOCH", "1",
-        "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.STAGE1.CHECKPOINT_PERIOD", "1",
-        "MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", "", "MODEL.DEVICE", "cpu"]
 
 
 @pytest.fixture(scope="session")
-def trained_run(tiny_dataset_root, tmp_path_factory):
-    """A finished AG-ReID run on the tiny dataset: model_stage1.pth, model_final.pth, log.txt."""
-    out = tmp_path_factory.mktemp("text_features_run")
-    proc = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", "configs/Synthetic/agreid.yml",
-                           *TINY, "DATASETS.ROOT", str(tiny_dataset_root), "OUTPUT_DIR", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+def trained_run(tiny_run):
+    """The shared tiny AG-ReID run (tests/conftest.py): model_stage1.pth, model_final.pth, log.txt."""
+    return tiny_run
 
 
 @pytest.fixture(scope="session")

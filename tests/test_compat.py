@@ -192,6 +192,7 @@ def _ddp_worker(tmp_dir):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the CPU (gloo) path")
+@pytest.mark.slow
 def test_launch_two_cpu_processes_with_gloo_and_ddp_unused_parameters(tmp_path):
     from fastreid.engine import launch
 

@@ -13,6 +13,9 @@ from _tiny_model import SIZE, load_tool
 import agreid
 from agreid.engine import AGReIDTrainer
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(REPO, "configs/Synthetic/clipreid.yml")
 CLIP_NAME = "AGReID-Tiny-ViT"

@@ -22,6 +22,9 @@ from agreid.modeling.deploy import (
     uses_quick_gelu,
 )
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IDS = 6
 NUM_CAMERAS = 3

@@ -22,6 +22,9 @@ from agreid.modeling.deploy import (
 )
 from agreid.predictor import camera_agnostic_encoder
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 ATOL = 1e-5
 SIZES = (1, 3)  # the tool exports with a batch of 2
 

@@ -11,6 +11,9 @@ import time
 
 import pytest
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "gpu_check.py")
 NO_CUDA = dict(os.environ, CUDA_VISIBLE_DEVICES="")

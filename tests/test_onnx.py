@@ -13,6 +13,9 @@ from agreid.deploy_onnx import export_onnx, onnx_exporter, onnx_session
 from agreid.modeling.deploy import DeployedImageEncoder
 from agreid.predictor import list_images
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 ATOL = 1e-4
 try:
     import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)

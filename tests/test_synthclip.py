@@ -14,6 +14,9 @@ from agreid import synthclip
 from agreid.data.captions import CAPTION_DIR, generate_captions, read_captions
 from agreid.synthclip import PretrainConfig, pretrain
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 # A micro CLIP for the tests that need learning within seconds (the shipped tiny one needs minutes).
 MICRO = {"embed_dim": 32,

@@ -10,6 +10,9 @@ import agreid
 from agreid.engine import AGReIDTrainer
 from fastreid.config import get_cfg
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 CONFIG = "configs/Synthetic/baseline_r18.yml"
 FAST = ["SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "2",
         "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]"]

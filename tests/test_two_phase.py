@@ -14,6 +14,9 @@ from agreid.serialization import load_checkpoint_file
 from fastreid.config import get_cfg
 from fastreid.engine.train_loop import HookBase
 
+# Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
+pytestmark = pytest.mark.slow
+
 CONFIG = "configs/Synthetic/agreid.yml"
 STAGE1_EPOCHS, STAGE2_EPOCHS = 16, 10
 FAST = ["SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",

@@ -1,19 +1,11 @@
-"""Fixtures of the fault tests: a tiny trained run, private dataset copies, hostile files."""
+"""Fixtures of the fault tests: private dataset copies, hostile files (the tiny trained run,
+``tiny_run``, is in tests/conftest.py)."""
 import shutil
 
 import pytest
 import torch
 
-from faultkit import Evil, tiny_args, train_net
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tiny_dataset_root, tmp_path_factory):
-    """A finished one-epoch-per-phase run: model_stage1.pth, model_final.pth, config.yaml."""
-    out = tmp_path_factory.mktemp("tiny_run")
-    proc = train_net(*tiny_args(tiny_dataset_root, out))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+from faultkit import Evil
 
 
 @pytest.fixture
