@@ -4,7 +4,6 @@ The run (one epoch per phase on the tiny synthetic dataset, random init, 64x32 i
 once per session; its breakdown is checked against the trainer's own evaluation, the numbers the
 training log printed, and occlusion.json.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import pytest
 import agreid  # noqa: F401  (patches fastreid)
 from agreid.analysis import GroundTruthMissingError, load_run
 from agreid.analysis import occlusion as occ
+from _tiny_model import load_tool
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
 pytestmark = pytest.mark.slow
@@ -44,10 +44,7 @@ def result(run):
 @pytest.fixture(scope="module")
 def tool():
     """tools/occlusion_breakdown.py as a module: its main(argv) runs in this process."""
-    spec = importlib.util.spec_from_file_location("occlusion_breakdown_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("occlusion_breakdown")
 
 
 def run_tool(tool, capsys, *args):
@@ -144,7 +141,7 @@ def test_subsets_are_shares_of_the_full_evaluation(result):
         assert sum(s["valid"] for s in categories) == overall["valid"]
         for metric in occ.METRICS:
             mean = sum(s["valid"] * s["runs"]["tiny"][metric] for s in categories) / overall["valid"]
-            assert mean == pytest.approx(overall["runs"]["tiny"][metric], abs=1e-9), (name, metric)
+            assert mean == pytest.approx(overall["runs"]["tiny"][metric], abs=1e-5), (name, metric)  # float32 sums
 
 
 def test_occluder_types_match_occlusion_json(result, tiny_dataset_root):

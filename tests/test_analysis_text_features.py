@@ -4,7 +4,6 @@ The run (one epoch per phase on the tiny synthetic dataset, random init, 64x32 i
 once per session; every number the diagnostics give is recomputed here directly from the model,
 the images and attributes.json.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 import agreid  # noqa: F401  (patches fastreid)
 from agreid.analysis import GroundTruthMissingError, load_run
 from agreid.analysis import text_features as tf
+from _tiny_model import load_tool
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
 pytestmark = pytest.mark.slow
@@ -40,10 +40,7 @@ def final_run(trained_run):
 @pytest.fixture(scope="module")
 def tool():
     """tools/diagnose_text_features.py as a module: its main(argv) runs in this process."""
-    spec = importlib.util.spec_from_file_location("diagnose_text_features_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("diagnose_text_features")
 
 
 def run_tool(tool, capsys, *args):

@@ -1,6 +1,5 @@
 """Weights that hold NaN/Inf, or that were cast to an integer type, are refused by every loader,
 naming the first bad key; the tools say so in one line and exit 2, writing nothing."""
-import os
 import subprocess
 import sys
 

@@ -11,7 +11,7 @@ import agreid
 from agreid.engine import AGReIDTrainer
 from agreid.engine.cameras import UnseenCameraError, map_test_cameras
 from agreid.modeling.clip_backbone import CLIPImageEncoder
-from faultkit import CONFIG, REPO, TINY, tiny_args, train_net
+from faultkit import CONFIG, REPO, TINY, tiny_args, train_net_in_process
 
 # Training saw cameras 0, 2 and 3 of the synthetic set, not camera 1.
 SEEN = "['syntheticoccluded_0','syntheticoccluded_2','syntheticoccluded_3']"
@@ -51,11 +51,11 @@ def test_ids_past_the_table_get_the_mean_row():
     assert torch.allclose(rows[2], table.mean(dim=0))
 
 
-def test_training_without_a_test_camera_stops_before_training(dataset_copy, tmp_path):
+def test_training_without_a_test_camera_stops_before_training(dataset_copy, tmp_path, capsys):
     for path in glob.glob(os.path.join(str(dataset_copy), "SyntheticOccluded", "bounding_box_train", "*_c2_*")):
         os.remove(path)
     out = tmp_path / "out"
-    proc = train_net(*tiny_args(dataset_copy, out))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "Test camera 1 of SyntheticOccluded" in proc.stderr and "TEST.UNSEEN_CAMERA mean" in proc.stderr
+    code, err = train_net_in_process(tiny_args(dataset_copy, out), capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "Test camera 1 of SyntheticOccluded" in err and "TEST.UNSEEN_CAMERA mean" in err
     assert not out.exists()  # stopped before any work: nothing written

@@ -9,7 +9,7 @@ import torch
 import agreid
 from agreid.engine import AGReIDTrainer
 from agreid.engine.checkpoint import CheckpointMismatchError, resolve_eval_config
-from faultkit import CONFIG, REPO, TINY, tiny_args, train_net
+from faultkit import CONFIG, REPO, TINY, tiny_args, train_net, train_net_in_process
 
 RANDOM_INIT = ["MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", ""]
 SMALL = ["INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]"]
@@ -34,12 +34,12 @@ def test_eval_only_with_the_leaf_config(tiny_run, tiny_dataset_root, tmp_path):
     assert row in log
 
 
-def test_eval_only_disagreements_stop_before_evaluation(tiny_run, tiny_dataset_root, tmp_path):
-    proc = train_net("--config-file", CONFIG, "--eval-only", *RANDOM_INIT, "MODEL.BACKBONE.STRIDE", "16",
-                     "MODEL.BACKBONE.NUM_CAMERAS", "3", "MODEL.WEIGHTS", str(tiny_run / "model_final.pth"),
-                     "DATASETS.ROOT", tiny_dataset_root, "OUTPUT_DIR", str(tmp_path / "eval"))
-    assert proc.returncode == 2
-    error = proc.stderr
+def test_eval_only_disagreements_stop_before_evaluation(tiny_run, tiny_dataset_root, tmp_path, capsys):
+    code, error = train_net_in_process(
+        ["--config-file", CONFIG, "--eval-only", *RANDOM_INIT, "MODEL.BACKBONE.STRIDE", "16",
+         "MODEL.BACKBONE.NUM_CAMERAS", "3", "MODEL.WEIGHTS", str(tiny_run / "model_final.pth"),
+         "DATASETS.ROOT", tiny_dataset_root, "OUTPUT_DIR", str(tmp_path / "eval")], capsys)
+    assert code == 2
     assert "Traceback" not in error and error.count("error:") == 1
     for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST", "MODEL.BACKBONE.STRIDE", "MODEL.BACKBONE.NUM_CAMERAS"):
         assert key in error, key
@@ -115,11 +115,12 @@ def test_other_identity_count_stops_or_fine_tunes(tiny_run, tiny_dataset_root, t
     trainer._stop_prefetching()
 
 
-def test_resume_with_another_stage1_length_is_refused(tiny_run, tiny_dataset_root, tmp_path):
+def test_resume_with_another_stage1_length_is_refused(tiny_run, tiny_dataset_root, tmp_path, capsys):
     import shutil
 
     out = tmp_path / "resumed"
     shutil.copytree(tiny_run, out)
-    proc = train_net("--resume", *tiny_args(tiny_dataset_root, out, "SOLVER.STAGE1.MAX_EPOCH", "3"))
-    assert proc.returncode == 2
-    assert "SOLVER.STAGE1.MAX_EPOCH 1, the config says 3" in proc.stderr and "Traceback" not in proc.stderr
+    code, err = train_net_in_process(["--resume", *tiny_args(tiny_dataset_root, out, "SOLVER.STAGE1.MAX_EPOCH", "3")],
+                                     capsys)
+    assert code == 2
+    assert "SOLVER.STAGE1.MAX_EPOCH 1, the config says 3" in err and "Traceback" not in err

@@ -41,15 +41,15 @@ def test_random_seed_is_recorded(tiny_run):
     assert seed >= 0 and f"Seed {seed} (SEED {seed} + rank 0)" in (tiny_run / "log.txt").read_text()
 
 
-def test_second_run_in_the_same_folder_refuses(tiny_dataset_root, tmp_path):
+def test_second_run_in_the_same_folder_refuses(tiny_dataset_root, tmp_path, capsys):
     out = tmp_path / "busy"
     out.mkdir()
-    # A live holder: this test process.
+    # A live holder: this test process (the command runs in it too, and is refused all the same).
     (out / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                              "started": "2026-01-01 00:00:00"}))
-    proc = train_net(*tiny_args(tiny_dataset_root, out))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"in use by a running training (pid {os.getpid()} on host {socket.gethostname()}" in proc.stderr
+    code, err = train_net_in_process(tiny_args(tiny_dataset_root, out), capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"in use by a running training (pid {os.getpid()} on host {socket.gethostname()}" in err
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing of the first run touched
 
 
@@ -94,13 +94,13 @@ def test_config_mistakes_are_one_line(capsys, tiny_dataset_root, tmp_path, opts,
     assert "Traceback" not in err
 
 
-def test_bad_threshold_name_is_one_line(tiny_dataset_root, tmp_path):
-    # Found while the model is built (after the logs are set up): run as the user does.
-    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "out"), "MODEL.ATTR.THRESHOLD", "bogus")
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+def test_bad_threshold_name_is_one_line(tiny_dataset_root, tmp_path, capsys):
+    code, err = train_net_in_process(tiny_args(tiny_dataset_root, tmp_path / "out", "MODEL.ATTR.THRESHOLD", "bogus"),
+                                     capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err[-2000:]
     assert "MODEL.ATTR.THRESHOLD 'bogus': use otsu, p50, p75, p90, fixed" in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_unknown_key_in_a_yaml_file(capsys, tmp_path, tiny_dataset_root):

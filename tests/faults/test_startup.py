@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 

@@ -31,7 +31,7 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from .modeling.deploy import DeployedImageEncoder, contract_metadata
+from .modeling.deploy import DeployedImageEncoder, contract_metadata, example_inputs
 from .predictor import camera_agnostic_encoder
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def export_onnx(
     with_camids = camera is None and encoder.backbone.num_cameras > 0
     module = encoder if with_camids else CameraAgnosticEncoder(encoder, "mean" if camera is None else camera)
     input_names = ["images", "camids"] if with_camids else ["images"]
-    example = _example(encoder, 2, with_camids, 0)
+    example = example_inputs(encoder, 2, with_camids, 0)
     if exporter == "dynamo":
         _export_dynamo(module, example, path, input_names, DYNAMO_OPSET if opset is None else opset)
     else:
@@ -142,7 +142,7 @@ def export_onnx(
     _add_metadata(model, encoder, with_camids, camera, exporter)
     onnx.save(model, path)
 
-    inputs = _example(encoder, 5, with_camids, 1)
+    inputs = example_inputs(encoder, 5, with_camids, 1)
     with torch.no_grad():
         expected = module(*inputs).numpy()
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -282,14 +282,6 @@ def onnx_session(path: str, providers: Optional[Sequence[str]] = None) -> OnnxIm
 def _cpu_copy(encoder: DeployedImageEncoder) -> DeployedImageEncoder:
     return copy.deepcopy(encoder).cpu().float().eval()
 
-
-def _example(encoder: DeployedImageEncoder, size: int, with_camids: bool, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    height, width = encoder.backbone.input_size
-    images = torch.rand(size, 3, height, width, generator=generator) * 255
-    if not with_camids:
-        return (images,)
-    return images, torch.randint(encoder.backbone.num_cameras, (size,), generator=generator)
 
 
 def _add_metadata(model: onnx.ModelProto, encoder: DeployedImageEncoder, with_camids: bool, camera,

@@ -393,7 +393,7 @@ def export_program(
         raise ValueError(f"batch_size {batch_size}: torch.export needs an example batch of at least 2.")
     encoder = copy.deepcopy(encoder).cpu().float().eval()
     module = ProgramEncoder(encoder, camera)
-    example = _example_inputs(encoder, batch_size, module.with_camids, seed=0)
+    example = example_inputs(encoder, batch_size, module.with_camids, seed=0)
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         program = torch.export.export(module, example, dynamic_shapes=tuple({0: batch} for _ in example))
@@ -409,7 +409,7 @@ def export_program(
         loaded = torch.export.load(scratch).module()
         difference = 0.0
         for size, seed in ((1, 1), (batch_size + 1, 2)):
-            inputs = _example_inputs(encoder, size, module.with_camids, seed)
+            inputs = example_inputs(encoder, size, module.with_camids, seed)
             with torch.no_grad():
                 difference = max(difference, (loaded(*inputs) - module(*inputs)).abs().max().item())
         if not difference <= atol:
@@ -440,7 +440,7 @@ def load_program(path: str, device: Optional[Union[str, torch.device]] = None) -
     return program.module(), contract
 
 
-def _example_inputs(encoder: DeployedImageEncoder, size: int, with_camids: bool, seed: int) -> Tuple[Tensor, ...]:
+def example_inputs(encoder: DeployedImageEncoder, size: int, with_camids: bool, seed: int) -> Tuple[Tensor, ...]:
     """Random 0-255 images (and camera ids) of the encoder's input size."""
     generator = torch.Generator().manual_seed(seed)
     height, width = encoder.backbone.input_size
