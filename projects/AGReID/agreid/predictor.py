@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .config import get_agreid_cfg
-from .data.datasets import BadImageError, decode_rgb, verify_images
+from .data.datasets import BadImageError, ImageReadError, decode_rgb, verify_images
 from .modeling.deploy import EXPORT_FORMAT, DeployedImageEncoder, build_deployed_encoder
 from .serialization import is_safetensors_file, load_checkpoint_file, safetensors_metadata
 
@@ -52,10 +52,6 @@ CAMERA_RULES = ("mean", "zero")
 RUN_CONFIG_FILE = "config.yaml"
 
 ImageInput = Union[str, os.PathLike, Image.Image]
-
-
-class ImageReadError(ValueError):
-    """An image file cannot be opened or decoded."""
 
 
 def read_image(path: Union[str, os.PathLike]) -> Image.Image:

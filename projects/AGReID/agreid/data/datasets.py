@@ -205,8 +205,13 @@ class PartialDuke(_PidFolderDataset):
         super().__init__(train, query, gallery, **kwargs)
 
 
-class ImageReadError(RuntimeError):
-    """An image of a dataset could not be read while training or testing (the message names it)."""
+class ImageReadError(ValueError, RuntimeError):
+    """An image file cannot be opened or decoded (the message names it).
+
+    Raised by the data loaders while training or testing (:func:`read_image`) and by
+    :mod:`agreid.predictor` (which re-exports it). A ValueError and a RuntimeError, so code
+    that caught either of the two former classes still catches it.
+    """
 
 
 # 16-bit and 32-bit grey modes: np.asarray gives uint16/int32 values, which RGB conversion
