@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import json
 import logging
 import math
 import os
@@ -42,12 +41,14 @@ __all__ = [
     "BadWeightsError",
     "CheckpointFileError",
     "UnsafeCheckpointError",
+    "all_finite",
     "check_weights",
     "is_safetensors_file",
     "load_checkpoint_file",
     "plain_values",
     "safetensors_metadata",
     "save_checkpoint_file",
+    "write_text_atomically",
 ]
 
 
@@ -304,8 +305,3 @@ def _last_line(message: str) -> str:
     useful = [line.replace("WeightsUnpickler error:", "").strip() for line in useful]
     useful = [line for line in useful if line]
     return (useful or lines or [message])[0]
-
-
-def dumps_settings(settings: Dict[str, Any]) -> str:
-    """JSON text of plain settings, for a safetensors header."""
-    return json.dumps(settings, sort_keys=True)

@@ -46,11 +46,16 @@ __all__ = [
     "PIXEL_STD",
     "PretrainConfig",
     "ZERO_SHOT_PROMPTS",
+    "encode_images",
+    "encode_texts",
     "inputs_fingerprint",
+    "linear_probe_attributes",
+    "load_synthclip",
     "pretrain",
     "read_synthclip_record",
     "retrieval_recall",
     "zero_shot_attributes",
+    "zero_shot_prompts",
 ]
 
 # Where configs/Synthetic/*.yml look for SynthCLIP (relative to the repository root).

@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_BINS",
     "OCCLUDER_TYPES",
     "breakdown_runs",
+    "check_bins",
     "evaluate_queries",
     "evaluate_subset",
     "evaluation_distances",

@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "VISIBLE_ATTRIBUTES",
+    "describe",
     "diagnose",
     "diagnose_run",
     "hard_pairs",

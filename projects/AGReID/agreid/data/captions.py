@@ -43,9 +43,15 @@ from .synthetic import (ATTRIBUTE_SCHEMA, IMAGE_HEIGHT, IMAGE_WIDTH, OCCLUDER_TY
                         render_images)
 
 __all__ = [
+    "ATTRIBUTE_REGION",
+    "CAPTIONS_FILE",
     "CAPTION_DIR",
     "CAPTION_PRESETS",
+    "CaptionFileError",
     "CaptionPreset",
+    "FRAME_WORDS",
+    "LABELS_FILE",
+    "VAL_CAPTIONS_FILE",
     "VOCABULARY",
     "describe",
     "generate_captions",

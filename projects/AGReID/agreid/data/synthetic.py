@@ -38,12 +38,19 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 __all__ = [
+    "ATTRIBUTES_FILE",
     "ATTRIBUTE_SCHEMA",
     "DATASET_DIR",
+    "IMAGE_HEIGHT",
+    "IMAGE_WIDTH",
+    "MARKER_FILE",
+    "OCCLUDER_TYPES",
     "PRESETS",
+    "PathLike",
     "SyntheticPreset",
     "generate",
     "is_complete",
+    "render_images",
     "write_preview",
 ]
 
