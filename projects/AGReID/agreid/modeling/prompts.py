@@ -27,9 +27,9 @@ TEMPLATES: Dict[str, str] = {
     "b": "A photo of a X X person with X X hair, wearing X X upper clothes, X X lower clothes and X X shoes.",
     # c: head-wear and carried objects instead of hair (r = 10).
     "c": "A photo of a X X person wearing a X X hat, X X upper clothes and X X lower clothes, carrying X X.",
-    # d: the paper's template (r = 10).
+    # d: this project's reading of the paper's description (r = 10); the paper does not give its wording.
     "d": "A photo of a X X person with X X hair, wearing X X upper clothes and X X lower clothes, carrying X X.",
-    # Study controls, not the paper's: shaped exactly like d (29 tokens with start/end of text,
+    # Study controls, not from the paper: shaped exactly like d (29 tokens with start/end of text,
     # the X tokens at d's positions), only the fixed words around the slots differ.
     # d_known: every pair of slots before a garment noun of SynthCLIP's captions whose colour
     # SynthCLIP knows zero-shot (docs/SYNTHCLIP.md: upper and lower colour, shoes); no hair,
