@@ -21,7 +21,7 @@ def _load(name):
 
 
 ablate = _load("ablate")
-ex = _load("_experiments")
+from agreid.experiments import common as ex  # noqa: E402
 NO_WEIGHTS = ["MODEL.BACKBONE.PRETRAIN_PATH", "", "MODEL.BACKBONE.PRETRAIN", "none"]
 TINY = ["SOLVER.STAGE1.MAX_EPOCH", "1", "SOLVER.MAX_EPOCH", "1", "INPUT.SIZE_TRAIN", "[64,32]",
         "INPUT.SIZE_TEST", "[64,32]", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",

@@ -22,7 +22,8 @@ def _load(name):
     return module
 
 
-ex = _load("_experiments")
+from agreid.analysis.slots import slot_labels, slot_words  # noqa: E402
+from agreid.experiments import common as ex  # noqa: E402
 probe_tool = _load("probe_attributes")
 mask_tool = _load("analyze_noise_mask")
 
@@ -31,12 +32,12 @@ mask_tool = _load("analyze_noise_mask")
 def test_slot_words_and_regions_of_the_templates():
     from agreid.modeling.prompts import TEMPLATES
 
-    assert ex.slot_words(TEMPLATES["d"]) == ["person"] * 2 + ["hair"] * 2 + ["upper"] * 2 + ["lower"] * 2 + ["carrying"] * 2
+    assert slot_words(TEMPLATES["d"]) == ["person"] * 2 + ["hair"] * 2 + ["upper"] * 2 + ["lower"] * 2 + ["carrying"] * 2
     assert mask_tool.slot_regions(TEMPLATES["d"]) == ["whole"] * 2 + ["head"] * 2 + ["upper"] * 2 + ["lower"] * 2 + ["upper"] * 2
     assert mask_tool.slot_regions(TEMPLATES["b"])[-2:] == ["feet", "feet"]
     assert mask_tool.slot_regions(TEMPLATES["c"])[2:4] == ["head", "head"]
-    assert ex.slot_words(TEMPLATES["random"]) == [""] * 10
-    assert ex.slot_labels(TEMPLATES["a"])[:3] == ["1 person", "2 person", "3 upper"]
+    assert slot_words(TEMPLATES["random"]) == [""] * 10
+    assert slot_labels(TEMPLATES["a"])[:3] == ["1 person", "2 person", "3 upper"]
 
 
 # ------------------------------------------------------------------------------------- probe

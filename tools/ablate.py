@@ -37,8 +37,7 @@ import time
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _experiments as ex  # noqa: E402
+from agreid.experiments import common as ex
 
 LEAF_DIR = os.path.join("configs", "Synthetic", "ablations")
 TEST_SET = "SyntheticOccluded"

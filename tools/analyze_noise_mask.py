@@ -6,7 +6,7 @@ the threshold gamma of the batch (Otsu, or a percentile of the batch's B*r simil
 paper's story predicts more drops where the region the slot describes is hidden. On the
 synthetic data, ``occlusion.json`` says which regions (head, upper, lower, feet) of every
 training image are hidden (at least half covered), and the words of an attribute template say
-which region each slot describes (tools/_experiments.py, ``SLOT_REGIONS``: person -> the whole
+which region each slot describes (agreid/analysis/slots.py, ``SLOT_REGIONS``: person -> the whole
 person, hidden when any region is; hair, hat -> head; upper clothes, carrying -> upper body,
 where the synthetic bags are; lower clothes -> lower; shoes -> feet).
 
@@ -31,8 +31,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _experiments as ex  # noqa: E402
+from agreid.analysis import slots
+from agreid.analysis.slots import slot_regions
+from agreid.experiments import common as ex
 
 DEFAULT_THRESHOLDS = "p50,p75,p90,otsu"
 
@@ -55,9 +56,6 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------- regions
-def slot_regions(sentence: str) -> List[str]:
-    """The body region of every slot of a template ('' when the words name none)."""
-    return [ex.SLOT_REGIONS.get(word, "") for word in ex.slot_words(sentence)]
 
 
 def hidden_matrix(records: Sequence[dict], regions: Sequence[str]) -> np.ndarray:
@@ -268,8 +266,8 @@ def main(argv=None) -> dict:
                         for _ in range(args.passes - 1)] if args.augment else [first] * args.passes
     result = {
         "config": args.config_file, "weights": cfg.MODEL.WEIGHTS, "template": cfg.MODEL.PROMPT.TEMPLATE,
-        "sentence": sentence, "slot_words": ex.slot_words(sentence), "slot_regions": regions,
-        "region_map": ex.SLOT_REGIONS, "images": len(items), "occluded_images": int(sum(bool(r["regions"]) for r in records)),
+        "sentence": sentence, "slot_words": slots.slot_words(sentence), "slot_regions": regions,
+        "region_map": slots.SLOT_REGIONS, "images": len(items), "occluded_images": int(sum(bool(r["regions"]) for r in records)),
         "batch_size": cfg.SOLVER.IMS_PER_BATCH, "num_instance": cfg.DATALOADER.NUM_INSTANCE,
         "passes": args.passes, "augment": args.augment, "mean_cosine": float(first.mean()),
         "invocation": "python tools/analyze_noise_mask.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -286,7 +284,7 @@ def main(argv=None) -> dict:
         f"template `{cfg.MODEL.PROMPT.TEMPLATE}`, batches of {cfg.SOLVER.IMS_PER_BATCH} "
         f"({cfg.DATALOADER.NUM_INSTANCE} per identity), {args.passes} passes"
         f"{', training augmentation' if args.augment else ', no augmentation'}; a slot's region: "
-        f"{', '.join(f'{w} -> {r}' for w, r in ex.SLOT_REGIONS.items())} (whole: hidden when any region is). "
+        f"{', '.join(f'{w} -> {r}' for w, r in slots.SLOT_REGIONS.items())} (whole: hidden when any region is). "
         f"Measured with `{result['invocation']}`.")
     ex.publish(result, markdown(result), args.output_dir, "noise_mask", args.figure, plot, args.results_md,
                "noise-mask:analysis", description, "drop rates")

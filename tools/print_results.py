@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _experiments import parse_eval_tables
+from agreid.experiments.common import parse_eval_tables
 
 METRICS = ("mAP", "Rank-1", "Rank-5", "Rank-10", "mINP")
 

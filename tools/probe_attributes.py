@@ -32,8 +32,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _experiments as ex  # noqa: E402
+from agreid.analysis.slots import slot_labels
+from agreid.experiments import common as ex
 
 PSEUDO_LABELS = "prompt_learner.pseudo_labels"
 
@@ -237,7 +237,7 @@ def main(argv=None) -> dict:
     sentence = TEMPLATES.get(cfg.MODEL.PROMPT.TEMPLATE, cfg.MODEL.PROMPT.TEMPLATE)
     result.update({
         "config": args.config_file, "weights": args.weights, "template": cfg.MODEL.PROMPT.TEMPLATE,
-        "sentence": sentence, "slot_labels": ex.slot_labels(sentence), "folds": args.folds,
+        "sentence": sentence, "slot_labels": slot_labels(sentence), "folds": args.folds,
         "num_ids": len(attributes), "token_shape": list(pseudo_labels.shape[1:]),
         "compare_name": compare_name, "compare_weights": args.compare_weights,
         "invocation": "python tools/probe_attributes.py " + " ".join(sys.argv[1:] if argv is None else argv),

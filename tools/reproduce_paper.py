@@ -28,8 +28,7 @@ import time
 from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _experiments as ex  # noqa: E402
+from agreid.experiments import common as ex
 
 
 class Experiment(NamedTuple):
