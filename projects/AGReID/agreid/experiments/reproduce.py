@@ -42,32 +42,23 @@ class Experiment(NamedTuple):
 
 
 _A = "configs/OccDuke/ablations/"
-_T2, _T3, _T4, _T5, _T6 = paper.TABLE2, paper.TABLE3, paper.TABLE4, paper.TABLE5, paper.TABLE6
+_T4, _T5, _T6 = paper.TABLE4, paper.TABLE5, paper.TABLE6
+# Tables 2 and 3: (table, name prefix, config folder, test set, the row's data set label).
+_DATASETS = [
+    (2, "occduke", "OccDuke", "OccludedDuke", "Occ-Duke"),
+    (2, "occreid", "OccREID", "OccludedREID", "Occ-ReID"),
+    (2, "pduke", "PDuke", "PartialDuke", "P-Duke"),
+    (3, "msmt17", "MSMT17", "MSMT17", "MSMT17"),
+    (3, "market1501", "Market1501", "Market1501", "Market-1501"),
+    (3, "dukemtmc", "DukeMTMC", "DukeMTMC", "DukeMTMC"),
+]
 # The paper's numbers (agreid.experiments.paper; ViT-B/16, Occluded-Duke for tables 4-6).
 EXPERIMENTS: "OrderedDict[str, Experiment]" = OrderedDict([
-    ("occduke_clipreid", Experiment(2, "CLIP-ReID, Occ-Duke", "configs/OccDuke/clipreid.yml", "OccludedDuke",
-                                    _T2["OccludedDuke"]["CLIP-ReID"])),
-    ("occduke_agreid", Experiment(2, "AG-ReID, Occ-Duke", "configs/OccDuke/agreid.yml", "OccludedDuke",
-                                  _T2["OccludedDuke"]["AG-ReID"])),
-    ("occreid_clipreid", Experiment(2, "CLIP-ReID, Occ-ReID", "configs/OccREID/clipreid.yml", "OccludedREID",
-                                    _T2["OccludedREID"]["CLIP-ReID"])),
-    ("occreid_agreid", Experiment(2, "AG-ReID, Occ-ReID", "configs/OccREID/agreid.yml", "OccludedREID",
-                                  _T2["OccludedREID"]["AG-ReID"])),
-    ("pduke_clipreid", Experiment(2, "CLIP-ReID, P-Duke", "configs/PDuke/clipreid.yml", "PartialDuke",
-                                  _T2["PartialDuke"]["CLIP-ReID"])),
-    ("pduke_agreid", Experiment(2, "AG-ReID, P-Duke", "configs/PDuke/agreid.yml", "PartialDuke",
-                                _T2["PartialDuke"]["AG-ReID"])),
-    ("msmt17_clipreid", Experiment(3, "CLIP-ReID, MSMT17", "configs/MSMT17/clipreid.yml", "MSMT17",
-                                   _T3["MSMT17"]["CLIP-ReID"])),
-    ("msmt17_agreid", Experiment(3, "AG-ReID, MSMT17", "configs/MSMT17/agreid.yml", "MSMT17", _T3["MSMT17"]["AG-ReID"])),
-    ("market1501_clipreid", Experiment(3, "CLIP-ReID, Market-1501", "configs/Market1501/clipreid.yml", "Market1501",
-                                       _T3["Market1501"]["CLIP-ReID"])),
-    ("market1501_agreid", Experiment(3, "AG-ReID, Market-1501", "configs/Market1501/agreid.yml", "Market1501",
-                                     _T3["Market1501"]["AG-ReID"])),
-    ("dukemtmc_clipreid", Experiment(3, "CLIP-ReID, DukeMTMC", "configs/DukeMTMC/clipreid.yml", "DukeMTMC",
-                                     _T3["DukeMTMC"]["CLIP-ReID"])),
-    ("dukemtmc_agreid", Experiment(3, "AG-ReID, DukeMTMC", "configs/DukeMTMC/agreid.yml", "DukeMTMC",
-                                   _T3["DukeMTMC"]["AG-ReID"])),
+    (f"{prefix}_{stem}", Experiment(table, f"{model}, {label}", f"configs/{folder}/{stem}.yml", test_set,
+                                    (paper.TABLE2 if table == 2 else paper.TABLE3)[test_set][model]))
+    for table, prefix, folder, test_set, label in _DATASETS
+    for model, stem in (("CLIP-ReID", "clipreid"), ("AG-ReID", "agreid"))
+] + [
     # Table 4: the check marks are lost in the paper's text; its AP-only row is table 5's
     # "Default Prompt" row (the same configuration), which fixes rows 2 and 3.
     ("t4_baseline", Experiment(4, "Baseline (CLIP-ReID + SIE + OLP)", "configs/OccDuke/clipreid.yml", "OccludedDuke",
