@@ -76,9 +76,6 @@ def slot_mask(weights: str, config_file: str, opts, paths: List[str], images: to
 
     None for a model without an attribute encoder (e.g. the CLIP-ReID baseline).
     """
-    from fastreid.data.common import CommDataset
-    from fastreid.data.datasets import DATASET_REGISTRY
-
     from ..engine import AGReIDTrainer
 
     cfg = resolve_config(weights, config_file, opts)
@@ -90,11 +87,12 @@ def slot_mask(weights: str, config_file: str, opts, paths: List[str], images: to
         # E.g. the CLIP-ReID baseline beside AG-ReID: no attribute encoder, no strip.
         logging.getLogger(__name__).warning("%s has no attribute encoder: no attribute strip for it.", weights)
         return None
-    root = cfg.DATASETS.ROOT or os.getenv("FASTREID_DATASETS", "datasets")
-    items = [item for name in cfg.DATASETS.NAMES for item in DATASET_REGISTRY.get(name)(root=root, cfg=cfg).train]
-    # The trainer's relabelling: sorted identities and cameras (CommDataset's rule).
-    relabelled = CommDataset(items, None, relabel=True)
-    by_path = {os.path.abspath(path): (pid, camid) for path, pid, camid in items}
+    if cfg.DATASETS.BAD_IMAGES == "error":
+        # Training stopped on any bad image, so every one decoded: no need to decode them again.
+        cfg.DATASETS.BAD_IMAGES = "off"
+    # The trainer's own training set and relabelling (identity rows, SIE rows of the cameras).
+    relabelled, _ = AGReIDTrainer.build_train_set(cfg)
+    by_path = {os.path.abspath(path): (pid, camid) for path, pid, camid in relabelled.img_items}
     unknown = [p for p in paths if os.path.abspath(p) not in by_path]
     if unknown:
         raise ValueError(f"--attributes needs training images of {cfg.DATASETS.NAMES} (their identity picks the "
