@@ -18,9 +18,10 @@ cast to int would load as meaningless numbers), naming the first bad key
 (:class:`BadWeightsError`).
 
 :func:`save_checkpoint_file` writes through a temporary file that is flushed, fsynced and then
-renamed over the target, so a crash or a full disk leaves the previous file as it was. Every
-file the project writes whole goes the same way, through :func:`write_atomically` (text:
-:func:`write_text_atomically`).
+renamed over the target, so a crash or a full disk leaves the previous file as it was. The
+project's one such writer is :func:`write_atomically` (text: :func:`write_text_atomically`): the
+checkpoints, ``last_checkpoint``, the exported image encoder and the experiments' result files
+go through it.
 """
 from __future__ import annotations
 
