@@ -9,6 +9,7 @@ import torch
 
 from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_model, tiny_run
 from agreid import Predictor
+from agreid.cli import export_image_encoder
 from agreid.deploy_onnx import export_onnx, onnx_exporter, onnx_session
 from agreid.modeling.deploy import DeployedImageEncoder
 from agreid.predictor import list_images
@@ -83,10 +84,9 @@ def test_camera_agnostic_and_no_sie_graphs_take_images_only(tmp_path, tiny_datas
 
 def test_export_tool_writes_both_onnx_files(tmp_path, capsys):
     cfg, checkpoint = tiny_run(tmp_path / "run")
-    tool = load_tool("export_image_encoder")
     out = tmp_path / "deploy"
-    assert tool.main(["--config-file", str(tmp_path / "run" / "config.yaml"), "--weights", checkpoint,
-                      "--output", str(out), "--onnx", "--camera", "2"]) == 0
+    assert export_image_encoder.main(["--config-file", str(tmp_path / "run" / "config.yaml"), "--weights", checkpoint,
+                                      "--output", str(out), "--onnx", "--camera", "2"]) == 0
     printed = capsys.readouterr().out
     assert "image_encoder.onnx: images, camids" in printed and "image_encoder_agnostic.onnx: images" in printed
     encoder = Predictor(checkpoint, device="cpu").encoder

@@ -205,12 +205,10 @@ def update_markdown(path: str, sections: Dict[str, str]) -> None:
 
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from ..serialization import write_text_atomically
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text_atomically(text, path)  # flushed, fsynced, renamed; a failure leaves the old file
 
 
 def write_json(path: str, data) -> None:

@@ -33,7 +33,13 @@ from open_clip.model import _build_vision_tower
 from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
-from ..serialization import check_weights, is_safetensors_file, load_checkpoint_file, safetensors_metadata
+from ..serialization import (
+    check_weights,
+    is_safetensors_file,
+    load_checkpoint_file,
+    safetensors_metadata,
+    write_atomically,
+)
 from .clip_backbone import CLIPImageEncoder
 from .clip_loader import clip_uses_quick_gelu  # also re-exported: callers import it from here
 from .meta_arch import _DEPLOYED_MODULES, AGReID, test_feature
@@ -315,7 +321,8 @@ def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Opti
 def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
     """Write ``encoder``'s weights and settings to ``path`` as safetensors (read by
     :func:`build_deployed_encoder`): tensors plus a JSON text of :class:`EncoderSettings` in
-    the header's metadata, nothing that could run code when read.
+    the header's metadata, nothing that could run code when read. Written whole or not at all
+    (:func:`agreid.serialization.write_atomically`): a failure leaves an earlier file as it was.
 
     Raises:
         BadWeightsError: a weight holds NaN/Inf; nothing is written.
@@ -323,19 +330,14 @@ def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
     if encoder.settings is None:
         raise ValueError("This encoder has no settings: build it with build_deployed_encoder, or "
                          "DeployedImageEncoder.from_agreid(model, EncoderSettings.from_config(cfg, ...)).")
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state_dict = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in encoder.state_dict().items()}
     check_weights(state_dict, "the image encoder", outcome=f"{path} was not written")
     metadata = {"format": EXPORT_FORMAT, "version": str(EXPORT_VERSION),
                 "settings": json.dumps(encoder.settings.to_dict(), sort_keys=True)}
-    tmp_path = f"{path}.tmp"
-    try:
-        save_file(state_dict, tmp_path, metadata=metadata)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    data = save(state_dict, metadata=metadata)  # the safetensors file's bytes
+    write_atomically(path, lambda f: f.write(data))
 
 
 class ProgramEncoder(nn.Module):
