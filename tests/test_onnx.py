@@ -9,9 +9,9 @@ import torch
 
 from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_model, tiny_run
 from agreid import Predictor
-from agreid.benchmarks import inference as benchmark_infer
 from agreid.deploy_onnx import export_onnx, onnx_exporter, onnx_session
 from agreid.modeling.deploy import DeployedImageEncoder
+from agreid.benchmarks import inference as benchmark_infer
 from agreid.predictor import list_images
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
