@@ -393,8 +393,7 @@ def train_worker(key: str, data_root: str, out: str, device_name: str, runs: int
             row = bt.measure_fastreid(args, device.type, batch, batch_infer, timer, LossCheckingStepper,
                                       batches.image_batch)
         else:
-            cfg = bt.agreid_cfg(config, device.type)
-            cfg.merge_from_list(["MODEL.BACKBONE.PRETRAIN", "none", "MODEL.BACKBONE.PRETRAIN_PATH", ""])
+            cfg = bt.agreid_cfg(config, device.type)  # random weights
             row = bt.measure_agreid(label, cfg, args, batch, batch_infer, timer, LossCheckingStepper,
                                     batches.image_batch)
     result = {"name": row["name"] if config is None else label, "runs": runs, "warmup": warmup, "amp": amp,

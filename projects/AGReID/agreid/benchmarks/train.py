@@ -106,6 +106,7 @@ def agreid_cfg(config_file: str, device: str):
     cfg.merge_from_list([
         "MODEL.DEVICE", device,
         "MODEL.BACKBONE.PRETRAIN", "none",
+        "MODEL.BACKBONE.PRETRAIN_PATH", "",  # the tiny config names its SynthCLIP file: random weights instead
         "MODEL.HEADS.NUM_CLASSES", OCCDUKE_IDS,
         "MODEL.BACKBONE.NUM_CAMERAS", OCCDUKE_CAMERAS,
     ])
