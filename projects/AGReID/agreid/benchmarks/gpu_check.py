@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from agreid.experiments.common import REPO
+from agreid.phases import ALIGN, GUIDE
 
 NO_CUDA_LINE = "gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing to check."
 DEFAULT_BUDGET = 470  # seconds for the whole check (the target: at most 8 minutes)
@@ -272,9 +273,9 @@ def _rate(measured: dict, unit: str) -> str:
 def train_row(part: str, result: dict, seconds: float) -> Row:
     """A training part's row from its worker's JSON."""
     pieces = [result["name"]]
-    if "align" in result:
-        pieces.append("stage 1 " + _rate(result["align"], "features"))
-    pieces.append(("stage 2 " if "align" in result else "train ") + _rate(result["guide"], "img"))
+    if ALIGN in result:
+        pieces.append("stage 1 " + _rate(result[ALIGN], "features"))
+    pieces.append(("stage 2 " if ALIGN in result else "train ") + _rate(result[GUIDE], "img"))
     pieces.append("inference " + _rate(result["infer"], "img"))
     if result.get("gpu_mem_gib") is not None:
         pieces.append(f"peak GPU memory {result['gpu_mem_gib']:.2f} GiB")
@@ -398,7 +399,7 @@ def train_worker(key: str, data_root: str, out: str, device_name: str, runs: int
                                     batches.image_batch)
     result = {"name": row["name"] if config is None else label, "runs": runs, "warmup": warmup, "amp": amp,
               "gpu_mem_gib": row.get("gpu_mem"), "note": row.get("note"), "losses": {}}
-    for kind in ("align", "guide", "infer"):
+    for kind in (ALIGN, GUIDE, "infer"):
         if kind in row:
             measured = row[kind]
             result[kind] = {"per_second": measured.per_second, "batch": measured.batch,

@@ -36,6 +36,7 @@ import torch
 
 import agreid
 from agreid.engine import AGReIDTrainer
+from agreid.phases import ALIGN, GUIDE
 from agreid.experiments.common import REPO
 from fastreid.config import get_cfg
 from fastreid.modeling import build_model
@@ -306,19 +307,19 @@ def measure_agreid(name: str, cfg, args, batch: int, batch_infer: int, timer: Ti
 
     # Each phase's optimiser over exactly its parameters, as the trainer builds them; the
     # text-feature table of stage 2 is built once, as at the phase switch.
-    align_optimizer = AGReIDTrainer.build_phase_optimizer(cfg, model, "align")
-    guide_optimizer = AGReIDTrainer.build_phase_optimizer(cfg, model, "guide")
+    align_optimizer = AGReIDTrainer.build_phase_optimizer(cfg, model, ALIGN)
+    guide_optimizer = AGReIDTrainer.build_phase_optimizer(cfg, model, GUIDE)
     model.build_text_features()
     measured = timer({
-        "align": Step(stepper.train_step(align_optimizer), feature_batch, phase("align"), align_batch),
-        "guide": Step(stepper.train_step(guide_optimizer), make_batch(batch, size, num_classes, num_cameras, device),
-                      phase("guide"), batch),
+        ALIGN: Step(stepper.train_step(align_optimizer), feature_batch, phase(ALIGN), align_batch),
+        GUIDE: Step(stepper.train_step(guide_optimizer), make_batch(batch, size, num_classes, num_cameras, device),
+                      phase(GUIDE), batch),
         "infer": Step(stepper.infer_step, make_batch(batch_infer, size, num_classes, num_cameras, device),
                       model.eval, batch_infer),
     })
     row: Dict[str, object] = {
         "name": name, "size": size, "params": count_parameters(model),
-        "guide_params": sum(p.numel() for _, p in model.trainable_parameters("guide")),
+        "guide_params": sum(p.numel() for _, p in model.trainable_parameters(GUIDE)),
         "stage1_epochs": cfg.SOLVER.STAGE1.MAX_EPOCH, "stage2_epochs": cfg.SOLVER.MAX_EPOCH,
         **measured,
     }
@@ -351,7 +352,7 @@ def measure_fastreid(args, device: str, batch: int, batch_infer: int, timer: Tim
     optimizer, _ = build_optimizer(cfg, model)
     # fastreid's Baseline normalises the batch in place: every step gets a fresh one.
     measured = timer({
-        "guide": Step(stepper.train_step(optimizer), make_batch(batch, size, OCCDUKE_IDS, OCCDUKE_CAMERAS, torch_device),
+        GUIDE: Step(stepper.train_step(optimizer), make_batch(batch, size, OCCDUKE_IDS, OCCDUKE_CAMERAS, torch_device),
                       model.train, batch),
         "infer": Step(stepper.infer_step, make_batch(batch_infer, size, OCCDUKE_IDS, OCCDUKE_CAMERAS, torch_device),
                       model.eval, batch_infer),
@@ -385,7 +386,7 @@ def epoch_costs(row: Dict[str, object], dataset_size: int) -> Dict[str, float]:
     inference rate) spread over the stage-1 epochs. Stage 2: N images at the measured rate.
     The ratio is the median of the per-round ratios (steps of a round ran under the same load).
     """
-    align, guide, infer = row["align"], row["guide"], row["infer"]
+    align, guide, infer = row[ALIGN], row[GUIDE], row["infer"]
     align_steps = dataset_size / align.batch
 
     def costs(t_align: float, t_guide: float, t_infer: float) -> Tuple[float, float, float]:
@@ -418,22 +419,22 @@ def report(rows: List[Dict[str, object]], args, device: torch.device) -> str:
     n = args.dataset_size
     table = {
         "input (H x W)": lambda r: "x".join(map(str, r["size"])),
-        "timed steps (after warm-up)": lambda r: f"{len(r['guide'].times)} (after {args.warmup})",
+        "timed steps (after warm-up)": lambda r: f"{len(r[GUIDE].times)} (after {args.warmup})",
         "parameters (all / trained in stage 2)": lambda r: f"{r['params'] / 1e6:.1f}M / {r['guide_params'] / 1e6:.1f}M",
-        "stage-2 step, images/s": lambda r: f"{r['guide']} (batch {r['guide'].batch})",
-        "stage-1 step, features/s (cached f_proj)": lambda r: f"{r['align']} (batch {r['align'].batch})"
-        if "align" in r else "n/a (one stage)",
+        "stage-2 step, images/s": lambda r: f"{r[GUIDE]} (batch {r[GUIDE].batch})",
+        "stage-1 step, features/s (cached f_proj)": lambda r: f"{r[ALIGN]} (batch {r[ALIGN].batch})"
+        if ALIGN in r else "n/a (one stage)",
         "inference, images/s": lambda r: f"{r['infer']} (batch {r['infer'].batch})",
         "stage-1 feature cache, once (N forwards)": lambda r: _duration(epoch_costs(r, n)["cache"])
-        if "align" in r else "n/a",
+        if ALIGN in r else "n/a",
         "stage-1 epoch (N/64 steps + cache/120)": lambda r: _duration(epoch_costs(r, n)["stage1"])
-        if "align" in r else "n/a",
-        "stage-2 epoch (N images)": lambda r: _duration(n / r["guide"].per_second),
+        if ALIGN in r else "n/a",
+        "stage-2 epoch (N images)": lambda r: _duration(n / r[GUIDE].per_second),
         "stage-1 epoch / stage-2 epoch": lambda r: "{:.3f} [{:.3f}-{:.3f}]".format(
-            epoch_costs(r, n)["ratio"], *epoch_costs(r, n)["ratio_range"]) if "align" in r else "n/a",
+            epoch_costs(r, n)["ratio"], *epoch_costs(r, n)["ratio_range"]) if ALIGN in r else "n/a",
         "whole run (stage 1 + stage 2, 120 + 60 epochs)": lambda r: (
             f"{_duration(epoch_costs(r, n)['total1'])} + {_duration(epoch_costs(r, n)['total2'])}"
-            if "align" in r else f"60 epochs: {_duration(60 * n / r['guide'].per_second)}"),
+            if ALIGN in r else f"60 epochs: {_duration(60 * n / r[GUIDE].per_second)}"),
         "peak RSS so far": lambda r: f"{r['rss']:.2f} GiB",
     }
     if device.type == "cuda":

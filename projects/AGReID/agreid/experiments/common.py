@@ -15,7 +15,6 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 
