@@ -1,239 +1,40 @@
-"""Deterministic synthetic occluded person re-identification data.
+"""Drawing: camera scenes, pedestrians, occluders, and the rendering of planned images to JPEG files.
 
-Draws pedestrian-like images with known attributes (body shape, height, hair, clothes,
-bag, hat, shoes) seen by cameras that differ in colour cast, brightness, blur, scale and
-background, and hides 20-60% of the body behind occluders (poles, cars, other people,
-umbrellas, boards) in every query image, a part of the training images and a few gallery
-images, like Occluded-Duke. The layout is Occluded-Duke's, so the same loader reads it::
-
-    ROOT/SyntheticOccluded/
-      bounding_box_train/PPPP_cC_fNNNNNNN.jpg
-      query/PPPP_cC_fNNNNNNN.jpg
-      bounding_box_test/PPPP_cC_fNNNNNNN.jpg
-      attributes.json   {"schema": {attribute: [values]}, "identities": {"PPPP": {attribute: value}},
-                         "hard_pairs": [["PPPP", "PPPP", attribute], ...]}
-      occlusion.json    {"query/PPPP_cC_fNNNNNNN.jpg": {"occluder": ..., "fraction": ..., "regions": [...],
-                                                    "region_fractions": {region: share hidden}}}
-      done.json         written last: preset, seed, generator version and counts
-
-Every random draw comes from a ``numpy.random.Generator`` seeded from ``(seed, stream, index)``,
-so the same preset and seed give the same bytes whatever the order or number of worker
-processes. This module imports neither torch nor fastreid, so it is quick to import.
+Each image is drawn from a generator seeded by ``(seed, split, index)`` only, so the bytes do not
+depend on the order or the number of worker processes.
 """
 from __future__ import annotations
 
-import json
-import logging
 import math
 import multiprocessing
 import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = [
-    "ATTRIBUTES_FILE",
-    "ATTRIBUTE_SCHEMA",
-    "DATASET_DIR",
-    "IMAGE_HEIGHT",
-    "IMAGE_WIDTH",
-    "MARKER_FILE",
-    "OCCLUDER_TYPES",
-    "PRESETS",
-    "PathLike",
-    "SyntheticPreset",
-    "generate",
-    "is_complete",
-    "render_images",
-    "write_preview",
-]
+from .people import appearance, sample_identity
+from .schema import (BODY_REGIONS, IMAGE_HEIGHT, IMAGE_WIDTH, JPEG_QUALITY, OCCLUDER_TYPES, OCCLUSION_RANGE,
+                     REGION_HIDDEN_SHARE, STREAM)
 
-logger = logging.getLogger(__name__)
+__all__ = ["make_cameras", "occlude", "render_images"]
 
-PathLike = Union[str, "os.PathLike[str]"]
-
-DATASET_DIR = "SyntheticOccluded"
-# Bumped whenever the drawing changes, so an old dataset on disk is not taken for a new one.
-GENERATOR_VERSION = 1
-MARKER_FILE = "done.json"
-ATTRIBUTES_FILE = "attributes.json"
-OCCLUSION_FILE = "occlusion.json"
-SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-# Seed streams: one per split for the per-image generators, and the non-image ones.
-_STREAM = {"train": 1, "query": 2, "gallery": 3, "identity": 10, "plan": 11, "camera": 12,
-           # The caption corpus (agreid.data.captions) draws from streams of its own.
-           "caption_train": 21, "caption_val": 22, "caption_identity": 23, "caption_plan": 24,
-           "caption_camera": 25, "caption_text": 26}
-
-IMAGE_HEIGHT = 128
-IMAGE_WIDTH = 64
-JPEG_QUALITY = 90
 # Drawn at twice the size and reduced, which anti-aliases the Pillow shapes.
 _SUPERSAMPLE = 2
-OCCLUSION_RANGE = (0.2, 0.6)
-# A body region counts as hidden when at least this share of its pixels is covered.
-REGION_HIDDEN_SHARE = 0.5
-BODY_REGIONS = ("head", "upper", "lower", "feet")
-OCCLUDER_TYPES = ("pole", "car", "person", "umbrella", "board")
-
-ATTRIBUTE_SCHEMA: Dict[str, List[str]] = {
-    "body_shape": ["slim", "average", "broad"],
-    "height": ["short", "average", "tall"],
-    "hair_length": ["short", "long"],
-    "hair_color": ["black", "brown", "blond", "grey"],
-    "upper_color": ["black", "white", "grey", "red", "blue", "green", "yellow", "purple"],
-    "upper_pattern": ["plain", "stripes", "checks", "logo"],
-    "upper_sleeve": ["short", "long"],
-    "lower_color": ["black", "blue", "grey", "beige", "white", "red"],
-    "lower_length": ["shorts", "trousers", "skirt"],
-    "bag": ["none", "backpack", "handbag", "shoulder_bag"],
-    "hat": ["none", "cap", "beanie"],
-    "shoes": ["black", "white", "brown", "red"],
-}
-
-_HAIR_RGB = {"black": (28, 24, 22), "brown": (104, 64, 34), "blond": (222, 188, 110), "grey": (170, 170, 168)}
-_UPPER_RGB = {
-    "black": (32, 32, 36), "white": (236, 236, 230), "grey": (130, 130, 132), "red": (204, 36, 40),
-    "blue": (40, 72, 196), "green": (38, 142, 62), "yellow": (232, 200, 36), "purple": (124, 52, 156),
-}
-_LOWER_RGB = {
-    "black": (34, 34, 38), "blue": (52, 80, 140), "grey": (128, 128, 130), "beige": (192, 164, 118),
-    "white": (230, 230, 224), "red": (190, 40, 44),
-}
-_SHOES_RGB = {"black": (24, 24, 24), "white": (240, 240, 240), "brown": (110, 66, 34), "red": (210, 30, 36)}
-_SKIN_RGB = [(250, 214, 182), (234, 190, 150), (204, 150, 110), (160, 110, 72), (112, 76, 52)]
-_ACCESSORY_RGB = [(40, 40, 44), (90, 60, 40), (150, 30, 40), (30, 60, 110), (60, 90, 50), (200, 170, 60),
-                  (220, 220, 214), (110, 40, 120)]
-_COLOR_ATTRIBUTES = {"hair_color": _HAIR_RGB, "upper_color": _UPPER_RGB, "lower_color": _LOWER_RGB,
-                     "shoes": _SHOES_RGB}
 _BACKGROUND_STYLES = ("street", "brick", "park", "mall", "road", "glass", "plaza", "night")
 
 
-@dataclass(frozen=True)
-class SyntheticPreset:
-    """How many identities, cameras and images a synthetic dataset has.
+def make_cameras(num_cameras: int, seed: int, stream: str = "camera") -> Dict[int, Dict[str, Any]]:
+    """Per camera: colour cast, brightness, blur, person scale, noise and a background picture.
 
-    Args:
-        num_train_ids: identities in ``bounding_box_train``.
-        num_test_ids: identities in ``query`` and ``bounding_box_test`` (disjoint from train).
-        num_cameras: cameras 1..num_cameras (at least 2).
-        train_images_per_id: training images of each training identity.
-        query_images_per_id: query images of each test identity, all occluded.
-        gallery_images_per_id: gallery images of each test identity (at least 2).
-        train_occluded_ratio: share of training images with an occluder.
-        gallery_occluded_ratio: share of gallery images with an occluder.
-        hard_pair_ratio: chance that an identity copies the previous one but for one attribute.
-        max_cameras_per_id: an identity is seen by 2..max_cameras_per_id cameras.
+    ``stream`` names the seed stream (``STREAM``): the caption corpus has cameras of its own.
+    Returns ``{camid: camera}`` for camids 1..num_cameras, the ``cameras`` of :func:`render_images`.
     """
-
-    num_train_ids: int
-    num_test_ids: int
-    num_cameras: int
-    train_images_per_id: int
-    query_images_per_id: int
-    gallery_images_per_id: int
-    train_occluded_ratio: float = 0.3
-    gallery_occluded_ratio: float = 0.1
-    hard_pair_ratio: float = 0.3
-    max_cameras_per_id: int = 4
-
-
-PRESETS: Dict[str, SyntheticPreset] = {
-    # For unit tests: a couple of seconds.
-    "tiny": SyntheticPreset(num_train_ids=16, num_test_ids=16, num_cameras=4, train_images_per_id=4,
-                            query_images_per_id=1, gallery_images_per_id=3),
-    # For the demo: enough identities for a meaningful rank-1 and mAP, well under a minute.
-    "small": SyntheticPreset(num_train_ids=128, num_test_ids=128, num_cameras=8, train_images_per_id=8,
-                             query_images_per_id=2, gallery_images_per_id=5),
-    # For benchmarks: the size of Occluded-Duke (702 / 1110 ids, ~15.6k / 2.2k / 17.7k images).
-    "large": SyntheticPreset(num_train_ids=702, num_test_ids=1110, num_cameras=8, train_images_per_id=22,
-                             query_images_per_id=2, gallery_images_per_id=16),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Identities, cameras and the image plan
-# --------------------------------------------------------------------------------------------
-
-def _jitter_rgb(rgb: Sequence[int], offset: Sequence[int]) -> Tuple[int, int, int]:
-    return tuple(int(np.clip(c + o, 0, 255)) for c, o in zip(rgb, offset))
-
-
-def _appearance(attributes: Dict[str, str], params: Dict[str, Any]) -> Dict[str, Any]:
-    """Colours and sizes used for drawing, from the attributes and the identity's own jitter."""
-    appearance = dict(params)
-    for name, palette in _COLOR_ATTRIBUTES.items():
-        appearance[name + "_rgb"] = _jitter_rgb(palette[attributes[name]], params["color_jitter"][name])
-    upper = appearance["upper_color_rgb"]
-    luminance = 0.299 * upper[0] + 0.587 * upper[1] + 0.114 * upper[2]
-    appearance["pattern_rgb"] = (36, 36, 40) if luminance > 140 else (236, 236, 230)
-    return appearance
-
-
-def _sample_identity(rng: np.random.Generator) -> Tuple[Dict[str, str], Dict[str, Any]]:
-    attributes = {name: str(rng.choice(values)) for name, values in ATTRIBUTE_SCHEMA.items()}
-    params = {
-        "skin_rgb": tuple(int(c) for c in _SKIN_RGB[int(rng.integers(len(_SKIN_RGB)))]),
-        "hat_rgb": tuple(int(c) for c in _ACCESSORY_RGB[int(rng.integers(len(_ACCESSORY_RGB)))]),
-        "bag_rgb": tuple(int(c) for c in _ACCESSORY_RGB[int(rng.integers(len(_ACCESSORY_RGB)))]),
-        "logo_rgb": tuple(int(c) for c in rng.integers(0, 256, 3)),
-        "color_jitter": {name: [int(v) for v in rng.integers(-14, 15, 3)] for name in _COLOR_ATTRIBUTES},
-        "pattern_phase": float(rng.uniform(0, 1)),
-        "width_jitter": float(rng.uniform(-0.006, 0.006)),
-    }
-    return attributes, params
-
-
-def _make_identities(preset: SyntheticPreset, seed: int) -> Tuple[Dict[int, Dict[str, Any]], List[List[Any]]]:
-    """All identities (train pids first, then test pids), each with a unique attribute combination.
-
-    With chance ``hard_pair_ratio`` an identity copies the previous identity of its split and
-    changes exactly one attribute: the hard case where attributes differ only a little.
-    """
-    rng = np.random.default_rng([seed, _STREAM["identity"]])
-    identities: Dict[int, Dict[str, Any]] = {}
-    hard_pairs: List[List[Any]] = []
-    seen = set()
-    splits = [("train", range(1, preset.num_train_ids + 1)),
-              ("test", range(preset.num_train_ids + 1, preset.num_train_ids + preset.num_test_ids + 1))]
-    for split, pids in splits:
-        previous: Optional[int] = None
-        for pid in pids:
-            changed: Optional[str] = None
-            twin = previous is not None and not identities[previous]["is_twin"] \
-                and rng.random() < preset.hard_pair_ratio
-            while True:
-                if twin:
-                    attributes = dict(identities[previous]["attributes"])
-                    params = identities[previous]["params"]
-                    changed = str(rng.choice(sorted(ATTRIBUTE_SCHEMA)))
-                    options = [v for v in ATTRIBUTE_SCHEMA[changed] if v != attributes[changed]]
-                    attributes[changed] = str(rng.choice(options))
-                else:
-                    attributes, params = _sample_identity(rng)
-                key = tuple(attributes[name] for name in ATTRIBUTE_SCHEMA)
-                if key not in seen:
-                    break
-            seen.add(key)
-            identities[pid] = {"attributes": attributes, "params": params, "split": split,
-                               "is_twin": twin, "appearance": _appearance(attributes, params)}
-            if twin:
-                hard_pairs.append([f"{previous:04d}", f"{pid:04d}", changed])
-            previous = pid
-    return identities, hard_pairs
-
-
-def _make_cameras(num_cameras: int, seed: int, stream: str = "camera") -> Dict[int, Dict[str, Any]]:
-    """Per camera: colour cast, brightness, blur, person scale, noise and a background picture."""
     cameras = {}
     for camid in range(1, num_cameras + 1):
-        rng = np.random.default_rng([seed, _STREAM[stream], camid])
+        rng = np.random.default_rng([seed, STREAM[stream], camid])
         cameras[camid] = {
             "cast": rng.uniform(0.86, 1.14, 3),
             "brightness": float(rng.uniform(0.8, 1.15)),
@@ -245,55 +46,6 @@ def _make_cameras(num_cameras: int, seed: int, stream: str = "camera") -> Dict[i
     return cameras
 
 
-def _spread_cameras(cameras: np.ndarray, count: int, rng: np.random.Generator) -> List[int]:
-    """``count`` camera ids that use every camera of ``cameras`` once before repeating any."""
-    repeated = np.resize(cameras, count)
-    return [int(c) for c in rng.permutation(repeated)]
-
-
-def _occluded_flags(count: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
-    flags = np.zeros(count, dtype=bool)
-    flags[rng.permutation(count)[: int(round(ratio * count))]] = True
-    return flags
-
-
-def _make_plan(preset: SyntheticPreset, identities: Dict[int, Dict[str, Any]], seed: int
-               ) -> Dict[str, List[Dict[str, Any]]]:
-    """Which image of which identity, camera and frame goes in which split, and which are occluded.
-
-    Every camera an identity is seen by has at least one of its gallery images, and an
-    identity has at least two cameras, so each query has a gallery match from another camera.
-    """
-    rng = np.random.default_rng([seed, _STREAM["plan"]])
-    plan: Dict[str, List[Dict[str, Any]]] = {"train": [], "query": [], "gallery": []}
-    for pid in sorted(identities):
-        most = min(preset.max_cameras_per_id, preset.num_cameras)
-        if identities[pid]["split"] == "test":
-            most = min(most, preset.gallery_images_per_id)
-        id_cameras = rng.choice(np.arange(1, preset.num_cameras + 1), int(rng.integers(2, most + 1)), replace=False)
-        if identities[pid]["split"] == "train":
-            plan["train"] += [{"pid": pid, "camid": c}
-                              for c in _spread_cameras(id_cameras, preset.train_images_per_id, rng)]
-        else:
-            plan["query"] += [{"pid": pid, "camid": int(rng.choice(id_cameras))}
-                              for _ in range(preset.query_images_per_id)]
-            plan["gallery"] += [{"pid": pid, "camid": c}
-                                for c in _spread_cameras(id_cameras, preset.gallery_images_per_id, rng)]
-    ratios = {"train": preset.train_occluded_ratio, "query": 1.0, "gallery": preset.gallery_occluded_ratio}
-    frame = 0
-    for split in ("train", "query", "gallery"):
-        for item, occluded in zip(plan[split], _occluded_flags(len(plan[split]), ratios[split], rng)):
-            frame += int(rng.integers(1, 40))
-            item.update(split=split, occluded=bool(occluded),
-                        name=f"{SPLIT_DIRS[split]}/{item['pid']:04d}_c{item['camid']}_f{frame:07d}.jpg")
-        for index, item in enumerate(plan[split]):
-            item["index"] = index
-    return plan
-
-
-# --------------------------------------------------------------------------------------------
-# Drawing
-# --------------------------------------------------------------------------------------------
 
 def _noise_texture(rng: np.random.Generator, height: int, width: int, amplitude: float) -> np.ndarray:
     coarse = rng.normal(0, amplitude, (height // 8 + 2, width // 8 + 2)).astype(np.float32)
@@ -596,22 +348,34 @@ def _occluder_params(kind: str, size: Tuple[int, int], rng: np.random.Generator,
                 "wheels": np.array([rng.uniform(-0.1, 0.2), rng.uniform(0.8, 1.1)])}
     if kind == "person":
         other_rng = np.random.default_rng(person_rng_seed)
-        attributes, params = _sample_identity(other_rng)
+        attributes, params = sample_identity(other_rng)
         width, height = size
         unit = height * other_rng.uniform(0.95, 1.1)
         pose = {"unit": unit, "center_x": width / 2, "feet_y": height + unit * other_rng.uniform(0.05, 0.25),
                 "lean": other_rng.uniform(-0.05, 0.05), "stance": other_rng.uniform(0, 0.05),
                 "arm_swing": other_rng.uniform(-12, 12), "back_view": other_rng.uniform()}
-        layer, _ = _draw_person(size, _appearance(attributes, params), attributes, pose)
+        layer, _ = _draw_person(size, appearance(attributes, params), attributes, pose)
         return {"rgb": rgb, "side": -1 if rng.uniform() < 0.5 else 1, "layer": layer}
     if kind == "umbrella":
         return {"rgb": rgb, "x": rng.uniform(0.2, 0.8), "y": rng.uniform(0.3, 0.6)}
     return {"rgb": rgb, "side": -1 if rng.uniform() < 0.5 else 1, "top": rng.uniform(-0.1, 0.5)}
 
 
-def _occlude(body: np.ndarray, region_of_row: np.ndarray, size: Tuple[int, int], rng: np.random.Generator,
-             person_rng_seed: Sequence[int]) -> Tuple[Image.Image, Dict[str, Any]]:
-    """Find an occluder covering a random 20-60% share of the body by bisection on its size."""
+def occlude(body: np.ndarray, region_of_row: np.ndarray, size: Tuple[int, int], rng: np.random.Generator,
+            person_rng_seed: Sequence[int]) -> Tuple[Image.Image, Dict[str, Any]]:
+    """Find an occluder covering a random 20-60% share of the body by bisection on its size.
+
+    Args:
+        body: ``(height, width)`` mask of the person's pixels.
+        region_of_row: for every pixel row, the index in ``BODY_REGIONS`` of the region it belongs to.
+        size: ``(width, height)`` of the layer to draw.
+        rng: the image's generator (occluder kind, target share, occluder parameters).
+        person_rng_seed: seed prefix of the person drawn when the occluder is another person.
+
+    Returns:
+        The occluder on a transparent RGBA layer, and its record ``{"occluder", "fraction",
+        "regions", "region_fractions"}`` (``regions``: those hidden at least ``REGION_HIDDEN_SHARE``).
+    """
     low_target, high_target = OCCLUSION_RANGE[0] + 0.01, OCCLUSION_RANGE[1] - 0.01
     body_pixels = body.sum()
     for attempt in range(20):
@@ -677,7 +441,7 @@ def _render_image(item: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """Draw, write and describe one planned image; seeded by (seed, split, index) only."""
     context = _WORKER_CONTEXT
     seed = context["seed"]
-    rng = np.random.default_rng([seed, _STREAM[item["split"]], item["index"]])
+    rng = np.random.default_rng([seed, STREAM[item["split"]], item["index"]])
     identity = context["identities"][item["pid"]]
     camera = context["cameras"][item["camid"]]
     size = (IMAGE_WIDTH * _SUPERSAMPLE, IMAGE_HEIGHT * _SUPERSAMPLE)
@@ -702,7 +466,7 @@ def _render_image(item: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         body = np.asarray(person.getchannel("A")) > 0
         rows = np.arange(height)
         region_of_row = np.searchsorted([bands["head"], bands["upper"], bands["lower"]], rows, side="right")
-        occluder, record = _occlude(body, region_of_row, size, rng, [seed, _STREAM[item["split"]], item["index"], 99])
+        occluder, record = occlude(body, region_of_row, size, rng, [seed, STREAM[item["split"]], item["index"], 99])
         canvas.paste(occluder, (0, 0), occluder)
 
     small = canvas.reduce(_SUPERSAMPLE)
@@ -717,215 +481,3 @@ def _render_image(item: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     Path(context["dataset_dir"], item["name"]).write_bytes(buffer.getvalue())
     return item["name"], record
 
-
-# --------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, sort_keys=True, indent=1) + "\n")
-
-
-def _read_marker(dataset_dir: Path) -> Optional[Dict[str, Any]]:
-    try:
-        return json.loads((dataset_dir / MARKER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def is_complete(dataset_dir: PathLike) -> bool:
-    """Whether ``dataset_dir`` holds a finished synthetic dataset (its marker file is written last)."""
-    marker = _read_marker(Path(dataset_dir))
-    return marker is not None and marker.get("version") == GENERATOR_VERSION
-
-
-def _summary(marker: Dict[str, Any], dataset_dir: Path, skipped: bool) -> Dict[str, Any]:
-    return {"path": str(dataset_dir), "preset": marker["preset"], "seed": marker["seed"],
-            "splits": marker["splits"], "skipped": skipped}
-
-
-def generate(root: PathLike, preset: str = "tiny", seed: int = 0, overwrite: bool = False,
-             num_workers: Optional[int] = None) -> Dict[str, Any]:
-    """Write the synthetic dataset to ``root/SyntheticOccluded`` and return a summary.
-
-    Args:
-        root: folder that receives ``SyntheticOccluded`` (fastreid's ``DATASETS.ROOT``).
-        preset: a key of ``PRESETS``.
-        seed: the same preset and seed give byte-identical files.
-        overwrite: replace a dataset made with another preset or seed, or an unfinished folder.
-        num_workers: drawing processes; by default one per CPU for large datasets, else one.
-
-    Returns:
-        ``{"path", "preset", "seed", "splits": {split: {"ids", "images", "occluded"}}, "skipped"}``;
-        ``skipped`` is True when the same dataset was already complete and nothing was written.
-
-    Raises:
-        KeyError: unknown preset.
-        FileExistsError: the folder holds something else and ``overwrite`` is False.
-    """
-    if preset not in PRESETS:
-        raise KeyError(f"unknown synthetic preset {preset!r}; choose from {sorted(PRESETS)}")
-    config = PRESETS[preset]
-
-    def draw(work_dir: Path) -> Dict[str, Any]:
-        identities, hard_pairs = _make_identities(config, seed)
-        plan = _make_plan(config, identities, seed)
-        for folder in SPLIT_DIRS.values():
-            (work_dir / folder).mkdir()
-        items = [item for split in ("train", "query", "gallery") for item in plan[split]]
-        context = {"seed": seed, "identities": identities, "cameras": _make_cameras(config.num_cameras, seed),
-                   "dataset_dir": str(work_dir)}
-        logger.info("Drawing %d synthetic images (preset %s, seed %d)", len(items), preset, seed)
-        records = render_images(items, context, num_workers)
-
-        _write_json(work_dir / ATTRIBUTES_FILE, {
-            "schema": ATTRIBUTE_SCHEMA,
-            "identities": {f"{pid:04d}": identity["attributes"] for pid, identity in identities.items()},
-            "hard_pairs": hard_pairs,
-        })
-        _write_json(work_dir / OCCLUSION_FILE, records)
-        splits = {split: {"ids": len({item["pid"] for item in plan[split]}), "images": len(plan[split]),
-                          "occluded": sum(item["occluded"] for item in plan[split])} for split in plan}
-        return {"preset": preset, "seed": seed, "version": GENERATOR_VERSION, "splits": splits,
-                "config": asdict(config)}
-
-    return build_folder_once(Path(root) / DATASET_DIR, "synthetic dataset", preset, seed, GENERATOR_VERSION,
-                             overwrite, draw)
-
-
-def build_folder_once(folder: Path, kind: str, preset: str, seed: int, version: int, overwrite: bool,
-                      build: Callable[[Path], Dict[str, Any]]) -> Dict[str, Any]:
-    """Make a generated ``folder`` once: skip it when its marker says (preset, seed, version) are
-    the same, refuse a foreign or older folder unless ``overwrite``, and build anything new in a
-    temporary sibling folder (``build(work_dir)`` fills it and returns the marker), renamed into
-    place only when complete. Returns :func:`_summary`."""
-    marker = _read_marker(folder)
-    if marker is not None and (marker.get("preset"), marker.get("seed"), marker.get("version")) == (
-            preset, seed, version):
-        logger.info("The %s %s (preset %s, seed %d) is already complete", kind, folder, preset, seed)
-        return _summary(marker, folder, skipped=True)
-    if folder.exists() and not overwrite:
-        found = (f"a {kind} with preset {marker.get('preset')!r}, seed {marker.get('seed')!r}, "
-                 f"version {marker.get('version')!r}" if marker else "an unfinished or foreign folder")
-        raise FileExistsError(f"{folder} holds {found}; pass overwrite=True (--overwrite) to replace it")
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}-partial-", dir=folder.parent))
-    try:
-        new_marker = build(work_dir)
-        _write_json(work_dir / MARKER_FILE, new_marker)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(work_dir, folder)
-    except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
-    # mkdtemp makes the folder private; give it the usual permissions of a data folder.
-    os.chmod(folder, 0o755)
-    logger.info("Wrote the %s to %s: %s", kind, folder, new_marker["splits"])
-    return _summary(new_marker, folder, skipped=False)
-
-
-# Preview contact sheet geometry, in pixels.
-PREVIEW_COLUMNS = 10
-PREVIEW_LABEL_WIDTH = 150
-PREVIEW_CELL_WIDTH = IMAGE_WIDTH + 8
-PREVIEW_CELL_HEIGHT = IMAGE_HEIGHT + 30
-PREVIEW_TITLE_HEIGHT = 24
-
-
-def _preview_ids(attributes: Dict[str, Any], splits_of_id: Dict[str, str], num_ids: int) -> List[str]:
-    """Rows to show: one hard pair of each split side by side, then train and test ids alternately."""
-    chosen: List[str] = []
-    for split in ("train", "test"):
-        for first, second, _ in attributes["hard_pairs"]:
-            if splits_of_id.get(first) == split and len(chosen) + 2 <= num_ids:
-                chosen += [first, second]
-                break
-    by_split = {split: [pid for pid in sorted(splits_of_id) if splits_of_id[pid] == split and pid not in chosen]
-                for split in ("train", "test")}
-    while len(chosen) < num_ids and (by_split["train"] or by_split["test"]):
-        for split in ("train", "test"):
-            if by_split[split] and len(chosen) < num_ids:
-                chosen.append(by_split[split].pop(0))
-    return chosen
-
-
-def _across_cameras(names: List[str]) -> List[str]:
-    """Queries first, then the other images taking each camera in turn, so a row shows every camera."""
-    queries = [name for name in names if name.startswith(SPLIT_DIRS["query"] + "/")]
-    by_camera: Dict[str, List[str]] = {}
-    for name in names:
-        if name not in queries:
-            by_camera.setdefault(name.split("_c")[1].split("_")[0], []).append(name)
-    ordered = list(queries)
-    while any(by_camera.values()):
-        ordered += [by_camera[camera].pop(0) for camera in sorted(by_camera) if by_camera[camera]]
-    return ordered
-
-
-def write_preview(dataset_dir: PathLike, out_png: PathLike, num_ids: int = 8) -> str:
-    """Write a contact sheet of ``num_ids`` identities: one row each, their images across cameras.
-
-    Each row starts with the identity's attributes; each cell is labelled with its split
-    (T train, Q query, G gallery) and camera, and occluded images get a red frame and the
-    share of the body hidden. The size is ``PREVIEW_LABEL_WIDTH + PREVIEW_COLUMNS *
-    PREVIEW_CELL_WIDTH`` by ``PREVIEW_TITLE_HEIGHT + num_ids * PREVIEW_CELL_HEIGHT``.
-
-    Returns:
-        The path of the PNG written.
-    """
-    dataset_dir = Path(dataset_dir)
-    attributes = json.loads((dataset_dir / ATTRIBUTES_FILE).read_text())
-    occlusion = json.loads((dataset_dir / OCCLUSION_FILE).read_text())
-    images_of_id: Dict[str, List[str]] = {}
-    splits_of_id: Dict[str, str] = {}
-    for name in sorted(occlusion, key=lambda n: (n.split("/")[0] != "query", n)):
-        pid = name.split("/")[1][:4]
-        images_of_id.setdefault(pid, []).append(name)
-        splits_of_id[pid] = "train" if name.startswith(SPLIT_DIRS["train"]) else "test"
-    rows = _preview_ids(attributes, splits_of_id, num_ids)
-    twin_of = {pair[1]: (pair[0], pair[2]) for pair in attributes["hard_pairs"]}
-
-    sheet = Image.new("RGB", (PREVIEW_LABEL_WIDTH + PREVIEW_COLUMNS * PREVIEW_CELL_WIDTH,
-                              PREVIEW_TITLE_HEIGHT + num_ids * PREVIEW_CELL_HEIGHT), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(11)
-    draw.text((4, 4), f"{dataset_dir.name}: T=train Q=query G=gallery, red frame = occluded (share of body hidden)",
-              fill=(0, 0, 0), font=font)
-    short = {"train": "T", "query": "Q", "gallery": "G"}
-    split_of_dir = {folder: split for split, folder in SPLIT_DIRS.items()}
-    for row, pid in enumerate(rows):
-        y = PREVIEW_TITLE_HEIGHT + row * PREVIEW_CELL_HEIGHT
-        if row:
-            draw.line([(0, y - 2), (sheet.width, y - 2)], fill=(200, 200, 200))
-        person = attributes["identities"][pid]
-        lines = [f"id {pid} ({splits_of_id[pid]})",
-                 f"{person['body_shape']}, {person['height']}",
-                 f"hair {person['hair_length']} {person['hair_color']}",
-                 f"up {person['upper_color']} {person['upper_pattern']}",
-                 f"  {person['upper_sleeve']} sleeves",
-                 f"low {person['lower_color']} {person['lower_length']}",
-                 f"bag {person['bag']}",
-                 f"hat {person['hat']}, shoes {person['shoes']}"]
-        if pid in twin_of:
-            lines.append(f"= {twin_of[pid][0]} but {twin_of[pid][1]}")
-        for index, text in enumerate(lines):
-            draw.text((4, y + 4 + index * 14), text, fill=(150, 0, 0) if text.startswith("=") else (0, 0, 0), font=font)
-        for column, name in enumerate(_across_cameras(images_of_id[pid])[:PREVIEW_COLUMNS]):
-            x = PREVIEW_LABEL_WIDTH + column * PREVIEW_CELL_WIDTH + 4
-            record = occlusion[name]
-            if record["fraction"] > 0:
-                draw.rectangle([x - 3, y - 1, x + IMAGE_WIDTH + 2, y + IMAGE_HEIGHT + 2], fill=(220, 0, 0))
-            sheet.paste(Image.open(dataset_dir / name).convert("RGB"), (x, y + 1))
-            camid = name.split("_c")[1].split("_")[0]
-            label = f"{short[split_of_dir[name.split('/')[0]]]} c{camid}"
-            if record["fraction"] > 0:
-                label += f" {record['fraction']:.0%}"
-            draw.text((x, y + IMAGE_HEIGHT + 4), label, fill=(0, 0, 0), font=font)
-            if record["fraction"] > 0:
-                draw.text((x, y + IMAGE_HEIGHT + 16), record["occluder"], fill=(180, 0, 0), font=font)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_png)
-    return str(out_png)
