@@ -19,8 +19,6 @@ from agreid.analysis import occlusion_breakdown as occlusion_breakdown_tool
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, "tools", "occlusion_breakdown.py")
 # Small images and batches, one epoch per phase: seconds on a CPU (as tests/faults' tiny_run).
 PARTITIONS = ("all", "occlusion", "occluder", "region", "fraction")
 

@@ -21,8 +21,6 @@ from agreid.analysis import diagnose_text_features as diagnose_text_features_too
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, "tools", "diagnose_text_features.py")
 # Small images and batches, one epoch per phase: seconds on a CPU (as tests/faults' tiny_run).
 
 
