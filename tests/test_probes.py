@@ -187,6 +187,28 @@ def test_probe_cross_validation_is_stratified_shuffled_and_fixed():
     assert probes.probe_accuracy(features, np.array(["x"] * 50), 5) == 1.0
 
 
+def test_probe_keeps_the_images_of_a_person_in_one_fold():
+    # 40 people x 3 images; the attribute is the person's, the features a per-person code plus noise.
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(40), 3)
+    labels = np.array(["red", "blue"])[people % 2]
+    splits = probes.probe_splits(labels, 5, people)
+    assert splits.n_splits == 5 and splits.shuffle and splits.random_state == 0
+    folds = list(splits.split(np.zeros((len(labels), 1)), labels, people))
+    assert len(folds) == 5
+    for train, test in folds:
+        assert not set(people[train]) & set(people[test])
+        assert set(labels[test]) == {"red", "blue"}
+    assert sorted(np.concatenate([test for _, test in folds])) == list(range(120))
+    # Features that tell people apart but say nothing of the attribute: recognising the person
+    # would "predict" it when a person's images are split between folds, not when they are kept.
+    features = rng.normal(size=(40, 30))[people] + 0.05 * rng.normal(size=(120, 30))
+    kept, split = probes.probe_accuracy(features, labels, 5, groups=people), probes.probe_accuracy(features, labels, 5)
+    assert kept < 0.65 and split > 0.8  # measured: 0.450 and 0.825
+    # Fewer folds when the largest class has fewer people than asked.
+    assert probes.probe_splits(labels[:9], 5, people[:9]).n_splits == 2
+
+
 def test_attribute_table_uses_the_one_probe(monkeypatch):
     """probe_attributes' table calls agreid.analysis.probes for every cell."""
     calls = []

@@ -146,8 +146,12 @@ def test_linear_probe_is_the_projects_probe(corpus):
     result = synthclip.linear_probe_attributes(features, corpus, folds=3)
     shown = synthclip._shown_attributes(corpus, paths)
     assert set(result) == set(shown) and len(shown["upper_color"][0]) > 50
+    labels = json.loads((corpus / "labels.json").read_text())
+    people = np.asarray([labels[str(Path(p).relative_to(corpus))]["pid"] for p in paths])
+    assert len(set(people)) < len(people)  # several images a person: the folds keep them together
     for attribute, (rows, truth) in shown.items():
-        assert result[attribute] == probes.probe_accuracy(features[rows].numpy(), np.asarray(truth), 3)
+        assert result[attribute] == probes.probe_accuracy(features[rows].numpy(), np.asarray(truth), 3,
+                                                          groups=people[rows])
         assert 0.0 <= result[attribute] <= 1.0
 
 

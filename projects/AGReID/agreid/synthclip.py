@@ -410,15 +410,17 @@ def linear_probe_attributes(image_features: Tensor, data: os.PathLike, folds: in
     held-out images and visibility rule as :func:`zero_shot_attributes` (row i of
     ``image_features`` is row i of ``captions_val.csv``). The probe and its cross-validation are
     :func:`agreid.analysis.probes.probe_accuracy` (standardised logistic regression, stratified
-    k-fold shuffled with seed 0).
+    k-fold over the held-out people, shuffled with seed 0: a person's two images share a fold).
     """
     from .analysis.probes import probe_accuracy
 
     data = Path(data)
     paths = [path for path, _ in read_captions(data / VAL_CAPTIONS_FILE, check_images=False)]
+    labels = json.loads((data / LABELS_FILE).read_text())
+    people = np.asarray([labels[str(Path(path).relative_to(data))]["pid"] for path in paths])
     result = {}
     for attribute, (rows, truth) in _shown_attributes(data, paths).items():
-        result[attribute] = probe_accuracy(image_features[rows].numpy(), np.asarray(truth), folds)
+        result[attribute] = probe_accuracy(image_features[rows].numpy(), np.asarray(truth), folds, groups=people[rows])
     return result
 
 

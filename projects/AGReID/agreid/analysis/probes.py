@@ -10,11 +10,16 @@ The probe and its cross-validation:
 - the classifier is a standardisation (``StandardScaler``, fitted on the training folds only)
   followed by a multinomial logistic regression with L2 penalty ``C = 0.1`` (:data:`C`), up to
   2,000 iterations;
-- the cross-validation is **stratified k-fold, shuffled with seed 0**
-  (``StratifiedKFold(n_splits, shuffle=True, random_state=0)``): every fold keeps the classes'
-  proportions, and the same data always gives the same folds. ``n_splits`` is ``folds``, lowered
-  to the size of the largest class when that is smaller (at least 2): every fold then has a
-  member of each larger class, and rare classes only make scikit-learn warn (silenced);
+- the cross-validation is **stratified k-fold over identities, shuffled with seed 0**
+  (``StratifiedGroupKFold(n_splits, shuffle=True, random_state=0)``, the groups being the
+  samples' identities): every fold keeps roughly the classes' proportions, the images of one
+  person are never split between training and test folds (else the probe could recognise the
+  person instead of reading the attribute), and the same data always gives the same folds.
+  Without ``groups`` every sample is its own identity (the pseudo-labels: one row per identity),
+  and the split is ``StratifiedKFold(n_splits, shuffle=True, random_state=0)``. ``n_splits`` is
+  ``folds``, lowered to the number of identities of the largest class when that is smaller (at
+  least 2): every fold then has a member of each larger class, and rare classes only make
+  scikit-learn warn (silenced);
 - the result is the mean accuracy over the folds; a label with a single value gives 1.0.
 
 scikit-learn is imported when a probe runs.
@@ -22,6 +27,7 @@ scikit-learn is imported when a probe runs.
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -32,21 +38,33 @@ C = 0.1
 MAX_ITER = 2000
 
 
-def probe_splits(labels: np.ndarray, folds: int):
+def probe_splits(labels: np.ndarray, folds: int, groups: Optional[np.ndarray] = None):
     """The cross-validation of :func:`probe_accuracy` for ``labels`` (see the module docstring)."""
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    _, counts = np.unique(labels, return_counts=True)
-    return StratifiedKFold(n_splits=max(2, min(int(folds), int(counts.max()))), shuffle=True, random_state=0)
+    labels = np.asarray(labels)
+    if groups is None:
+        _, counts = np.unique(labels, return_counts=True)
+        largest = int(counts.max())
+    else:
+        groups = np.asarray(groups)
+        largest = max(len(np.unique(groups[labels == value])) for value in np.unique(labels))
+    n_splits = max(2, min(int(folds), largest))
+    if groups is None:
+        return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=0)
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=0)
 
 
-def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> float:
-    """Stratified k-fold accuracy of a standardised logistic regression ``features -> labels``.
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5,
+                   groups: Optional[np.ndarray] = None) -> float:
+    """Cross-validated accuracy of a standardised logistic regression ``features -> labels``.
 
     Args:
         features: (N, D) numbers, one row per sample.
         labels: (N,) class labels (strings or integers).
         folds: the number of folds (see the module docstring for when it is lowered).
+        groups: (N,) the identity of each sample, when an identity has several (images); its
+            samples are kept in one fold. None: one sample per identity.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
@@ -59,7 +77,8 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> 
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, C=C))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scores = cross_val_score(classifier, np.asarray(features), labels, cv=probe_splits(labels, folds))
+        scores = cross_val_score(classifier, np.asarray(features), labels, groups=groups,
+                                 cv=probe_splits(labels, folds, groups))
     return float(scores.mean())
 
 

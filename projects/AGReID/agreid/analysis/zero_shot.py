@@ -33,8 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--markdown", default=None, help="write the tables as Markdown here")
     parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     parser.add_argument("--linear-probe", action="store_true",
-                        help="also the project's linear probe (agreid.analysis.probes: 5-fold stratified, standardised "
-                             "logistic regression) from the image embeddings to each attribute")
+                        help="also the project's linear probe (agreid.analysis.probes: standardised logistic regression, "
+                             "5-fold stratified over people) from the image embeddings to each attribute")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
