@@ -32,7 +32,7 @@ import numpy as np
 
 from ..experiments import common as ex
 from .probes import majority_rate, probe_accuracy
-from .runs import ATTRIBUTES_FILE, GroundTruthMissingError, dataset_of, identity_attributes
+from .runs import ATTRIBUTES_FILE, GroundTruthMissingError, dataset_of, identity_attributes, one_line
 from .slots import slot_labels
 
 PSEUDO_LABELS = "prompt_learner.pseudo_labels"
@@ -104,7 +104,7 @@ def training_attributes(cfg):
         raise SystemExit(f"{truth_file} not found: the probe needs the synthetic dataset's ground truth "
                          f"(DATASETS.NAMES {name}, DATASETS.ROOT {dataset_root(cfg)}).") from None
     except ValueError as error:  # more than one training dataset, identities not in attributes.json
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {one_line(error)}") from None
     return truth.attributes, truth.schema
 
 
