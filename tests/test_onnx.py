@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_model, tiny_run
+from _tiny_model import NUM_CAMERAS, tiny_cfg, tiny_model, tiny_run
 from agreid import Predictor
 from agreid.cli import export_image_encoder
 from agreid.deploy_onnx import export_onnx, onnx_exporter, onnx_session

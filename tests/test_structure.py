@@ -7,6 +7,7 @@ import pytest
 import agreid
 from agreid.phases import ALIGN, COSINE, FEATURES, GUIDE, IMAGES, PHASES, PhaseSchedule, phase_records, solver_node
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.dirname(os.path.abspath(agreid.__file__))
 ROOT = os.path.dirname(PACKAGE)
 
@@ -133,3 +134,27 @@ def test_phase_records_say_what_each_phase_reads():
         PhaseSchedule(1, 1).record(ALIGN)
     with pytest.raises(ValueError, match="Unknown phase 'stage2'"):
         schedule.record("stage2")
+
+
+def _python_files(*folders):
+    for folder in folders:
+        for parent, _, files in os.walk(os.path.join(REPO, folder)):
+            yield from (os.path.join(parent, name) for name in files if name.endswith(".py"))
+
+
+def test_no_sys_path_edit_and_no_importlib_loader_in_tools_or_tests():
+    """Tools are shells over the package and tests import the package: nothing puts a folder on
+    sys.path or loads a file as a module by hand."""
+    offenders = []
+    files = list(_python_files("tools", "tests", os.path.join("projects", "AGReID", "agreid")))
+    assert any(path.endswith(os.path.join("tools", "train_net.py")) for path in files)
+    for path in files:
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("insert", "append", "extend")
+                    and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "path"
+                    and isinstance(node.func.value.value, ast.Name) and node.func.value.value.id == "sys"):
+                offenders.append(f"{path}:{node.lineno} sys.path.{node.func.attr}")
+            if isinstance(node, ast.Attribute) and node.attr in ("spec_from_file_location", "module_from_spec"):
+                offenders.append(f"{path}:{node.lineno} importlib {node.attr}")
+    assert offenders == []
