@@ -94,7 +94,7 @@ def load_or_exit(path: str) -> np.ndarray:
 def training_attributes(cfg):
     """``(attributes, schema)`` of the training identities in the trainer's label order
     (:func:`agreid.analysis.runs.identity_attributes`), or the tool's one-line exit."""
-    from ..engine import dataset_root
+    from ..data import dataset_root
 
     try:
         truth = identity_attributes(cfg)

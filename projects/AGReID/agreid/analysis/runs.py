@@ -158,12 +158,9 @@ def load_run(path: str, opts: Sequence[str] = (), name: Optional[str] = None, de
 # ------------------------------------------------------------------------------- ground truth
 def dataset_of(cfg, name: Optional[str] = None):
     """The fastreid dataset ``name`` (default: the first of ``DATASETS.NAMES``) under the run's root."""
-    from fastreid.data.datasets import DATASET_REGISTRY
+    from ..data import build_dataset
 
-    from ..engine import dataset_root
-
-    name = name or cfg.DATASETS.NAMES[0]
-    return DATASET_REGISTRY.get(name)(root=dataset_root(cfg), cfg=cfg)
+    return build_dataset(cfg, name or cfg.DATASETS.NAMES[0])
 
 
 def ground_truth(dataset_dir: str, which: str) -> dict:
