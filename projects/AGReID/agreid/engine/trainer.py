@@ -208,7 +208,8 @@ class AGReIDTrainer(DefaultTrainer):
         and ``WEIGHT_DECAY_BIAS`` for biases. Each group records its full rate as
         ``initial_lr`` for :class:`PhaseLRScheduler`.
         """
-        solver, bias_factors = solver_node(cfg, phase), phase_records(cfg)[phase].bias_factors
+        solver = solver_node(cfg, phase)
+        bias_factors = phase_records(cfg)[phase].bias_factors
         groups = []
         for name, param in model.trainable_parameters(phase):
             lr, weight_decay = solver.BASE_LR, solver.WEIGHT_DECAY
