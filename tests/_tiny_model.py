@@ -48,13 +48,3 @@ def tiny_run(directory, *opts, seed: int = 0) -> Tuple[object, str]:
         handle.write(cfg.dump())
     Checkpointer(model, str(directory)).save("model_final")
     return cfg, os.path.join(str(directory), "model_final.pth")
-
-
-def load_tool(name: str):
-    """``tools/<name>.py`` as a module (its ``main(argv)`` runs in this process)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -14,13 +14,11 @@ import pytest
 import agreid  # noqa: F401  (patches fastreid)
 from agreid.analysis import GroundTruthMissingError, load_run
 from agreid.analysis import occlusion as occ
-from _tiny_model import load_tool
+from agreid.analysis import occlusion_breakdown as occlusion_breakdown_tool
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, "tools", "occlusion_breakdown.py")
 # Small images and batches, one epoch per phase: seconds on a CPU (as tests/faults' tiny_run).
 PARTITIONS = ("all", "occlusion", "occluder", "region", "fraction")
 
@@ -43,8 +41,8 @@ def result(run):
 
 @pytest.fixture(scope="module")
 def tool():
-    """tools/occlusion_breakdown.py as a module: its main(argv) runs in this process."""
-    return load_tool("occlusion_breakdown")
+    """The module behind tools/occlusion_breakdown.py: its main(argv) runs in this process."""
+    return occlusion_breakdown_tool
 
 
 def run_tool(tool, capsys, *args):

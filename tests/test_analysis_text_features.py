@@ -16,13 +16,11 @@ import torch.nn.functional as F
 import agreid  # noqa: F401  (patches fastreid)
 from agreid.analysis import GroundTruthMissingError, load_run
 from agreid.analysis import text_features as tf
-from _tiny_model import load_tool
+from agreid.analysis import diagnose_text_features as diagnose_text_features_tool
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, "tools", "diagnose_text_features.py")
 # Small images and batches, one epoch per phase: seconds on a CPU (as tests/faults' tiny_run).
 
 
@@ -39,8 +37,8 @@ def final_run(trained_run):
 
 @pytest.fixture(scope="module")
 def tool():
-    """tools/diagnose_text_features.py as a module: its main(argv) runs in this process."""
-    return load_tool("diagnose_text_features")
+    """The module behind tools/diagnose_text_features.py: its main(argv) runs in this process."""
+    return diagnose_text_features_tool
 
 
 def run_tool(tool, capsys, *args):

@@ -10,6 +10,7 @@ import pytest
 from agreid.data import captions, synthetic
 from agreid.data.captions import (ATTRIBUTE_REGION, CAPTION_DIR, FRAME_WORDS, VOCABULARY, CaptionFileError,
                                   describe, generate_captions, read_captions)
+from agreid.data.synthetic.people import make_identities
 from agreid.modeling.prompts import TEMPLATES
 
 
@@ -106,12 +107,12 @@ def test_no_person_of_the_corpus_is_a_reid_identity(corpus):
     people = json.loads((corpus / "attributes.json").read_text())["identities"]
     keys = {tuple(p[name] for name in synthetic.ATTRIBUTE_SCHEMA) for p in people.values()}
     for name, preset in synthetic.PRESETS.items():
-        identities, _ = synthetic._make_identities(preset, 0)
+        identities, _ = make_identities(preset, 0)
         reid = {tuple(i["attributes"][a] for a in synthetic.ATTRIBUTE_SCHEMA) for i in identities.values()}
         assert not keys & reid, name
     # Appearances come from another random stream too: no identity's drawing parameters recur.
     corpus_params = [p["params"] for p in captions._make_people(captions.CAPTION_PRESETS["pretrain-tiny"], 0).values()]
-    tiny, _ = synthetic._make_identities(synthetic.PRESETS["tiny"], 0)
+    tiny, _ = make_identities(synthetic.PRESETS["tiny"], 0)
     assert not any(i["params"] == p for i in tiny.values() for p in corpus_params)
 
 

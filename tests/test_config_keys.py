@@ -55,6 +55,10 @@ def _sources() -> Dict[str, str]:
     return {f: open(f, encoding="utf-8").read() for f in files if f != DECLARING_FILE}
 
 
+# What agreid.phases.solver_node(cfg, phase) returns: cfg.SOLVER.STAGE1 or cfg.SOLVER.
+SOLVER_NODES = ("STAGE1", "SOLVER")
+
+
 def _last_name(node: ast.AST) -> str:
     """``cfg.SOLVER.STAGE1`` -> ``STAGE1``; ``cfg`` -> ``cfg``; anything else -> ``""``."""
     if isinstance(node, ast.Attribute):
@@ -77,12 +81,15 @@ def _docstrings(tree: ast.AST) -> Set[int]:
 def reads_of(text: str) -> Tuple[Set[Pair], Set[str]]:
     """The ``(PARENT, LEAF)`` pairs a source reads from config nodes, and its dotted key strings."""
     tree = ast.parse(text)
-    # Names bound to a config node: ``s1 = cfg.SOLVER.STAGE1`` binds s1 to STAGE1.
+    # Names bound to a config node: ``s1 = cfg.SOLVER.STAGE1`` binds s1 to STAGE1, and
+    # ``solver = solver_node(cfg, phase)`` (agreid.phases) to both nodes it may return.
     aliases: Dict[str, Set[str]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             inner = {id(n.value) for n in ast.walk(node.value) if isinstance(n, ast.Attribute)}
             ends = [n.attr for n in ast.walk(node.value) if isinstance(n, ast.Attribute) and id(n) not in inner]
+            if any(isinstance(n, ast.Call) and _last_name(n.func) == "solver_node" for n in ast.walk(node.value)):
+                ends += SOLVER_NODES
             aliases.setdefault(node.targets[0].id, set()).update(ends)
 
     def parents(node: ast.AST) -> Set[str]:
@@ -131,6 +138,9 @@ def is_read(key: str, sources: Dict[str, str]) -> bool:
 def test_the_check_sees_reads_and_misses():
     sources = {"a.py": "s1 = cfg.SOLVER.STAGE1\nlr = s1.BASE_LR\nx = cfg.MODEL.ATTR.ENABLED\n"}
     assert is_read("SOLVER.STAGE1.BASE_LR", sources)
+    through_phases = {"b.py": "solver = solver_node(cfg, phase)\nrate = solver.WARMUP_LR\n"}
+    assert is_read("SOLVER.STAGE1.WARMUP_LR", through_phases) and is_read("SOLVER.WARMUP_LR", through_phases)
+    assert not is_read("SOLVER.STAGE1.ETA_MIN_LR", through_phases)
     assert is_read("MODEL.ATTR.ENABLED", sources)
     assert not is_read("SOLVER.STAGE1.ETA_MIN_LR", sources)
     assert not is_read("MODEL.ATTR.DIM", sources)

@@ -1,4 +1,4 @@
-"""tools/convert_clipreid.py on a state dict with CLIP-ReID's key names and shapes."""
+"""tools/convert_clipreid.py (agreid.cli.convert_clipreid) on a state dict with CLIP-ReID's key names and shapes."""
 import os
 import subprocess
 import sys
@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _tiny_model import SIZE, load_tool
 import agreid
+from _tiny_model import SIZE
+from agreid.cli import convert_clipreid
 from agreid.engine import AGReIDTrainer
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
@@ -84,8 +85,7 @@ def test_converted_model_gives_clipreids_features(clipreid, tmp_path, capsys):
     source = tmp_path / "ViT-B-16_60.pth"
     torch.save(state, source)
     output = tmp_path / "converted.pth"
-    tool = load_tool("convert_clipreid")
-    assert tool.main(["--clipreid", str(source), "--config-file", BASELINE, "--output", str(output), *NO_PRETRAINED]) == 0
+    assert convert_clipreid.main(["--clipreid", str(source), "--config-file", BASELINE, "--output", str(output), *NO_PRETRAINED]) == 0
     assert f"{NUM_IDS} identities, {NUM_CAMS} SIE cameras" in capsys.readouterr().out
     assert torch.load(output, weights_only=True)["model"]  # plain tensors only
 
@@ -114,10 +114,9 @@ def test_conversion_errors_name_what_differs(clipreid, tmp_path, capsys):
     state, _, _ = clipreid
     source = tmp_path / "clipreid.pth"
     torch.save(state, source)
-    tool = load_tool("convert_clipreid")
 
     def error(*argv):
-        assert tool.main(["--config-file", BASELINE, "--output", str(tmp_path / "out.pth"), *argv]) == 2
+        assert convert_clipreid.main(["--config-file", BASELINE, "--output", str(tmp_path / "out.pth"), *argv]) == 2
         return capsys.readouterr().err
 
     message = error("--clipreid", str(source), *NO_PRETRAINED, "MODEL.BACKBONE.STRIDE", "16")
@@ -158,16 +157,15 @@ def test_nan_output_is_not_written(clipreid, tmp_path, capsys, monkeypatch):
     source = tmp_path / "clipreid.pth"
     torch.save(state, source)
     output = tmp_path / "converted.pth"
-    tool = load_tool("convert_clipreid")
-    build = tool.build_converted_model
+    build = convert_clipreid.build_converted_model
 
     def build_nan(*args, **kwargs):
         model, cfg = build(*args, **kwargs)
         model.text_features.fill_(float("nan"))
         return model, cfg
 
-    monkeypatch.setattr(tool, "build_converted_model", build_nan)
-    assert tool.main(["--clipreid", str(source), "--config-file", BASELINE, "--output", str(output),
-                      *NO_PRETRAINED]) == 2
+    monkeypatch.setattr(convert_clipreid, "build_converted_model", build_nan)
+    assert convert_clipreid.main(["--clipreid", str(source), "--config-file", BASELINE, "--output", str(output),
+                                  *NO_PRETRAINED]) == 2
     assert "text_features holds NaN/Inf" in capsys.readouterr().err
     assert not output.exists()

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_model, tiny_run
+from _tiny_model import NUM_CAMERAS, tiny_cfg, tiny_model, tiny_run
+from agreid.cli import export_image_encoder
 from agreid.deploy_onnx import onnx_exporter, onnx_session
 from agreid.modeling.deploy import (
     DeployedImageEncoder,
@@ -44,11 +45,10 @@ def _max_diff(got, expected) -> float:
 def test_every_format_gives_the_eager_features_on_a_dynamic_batch(tmp_path, capsys):
     _, checkpoint = tiny_run(tmp_path / "run", "MODEL.HEADS.NECK_FEAT", "after")
     out = tmp_path / "deploy"
-    tool = load_tool("export_image_encoder")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert tool.main(["--config-file", str(tmp_path / "run" / "config.yaml"), "--weights", checkpoint,
-                          "--output", str(out), "--onnx", "--camera", "2"]) == 0
+        assert export_image_encoder.main(["--config-file", str(tmp_path / "run" / "config.yaml"), "--weights", checkpoint,
+                                          "--output", str(out), "--onnx", "--camera", "2"]) == 0
     # The default path (and --onnx) uses no deprecated torch.jit or TorchScript-based ONNX export.
     deprecated = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))
                   and ("torch.jit" in str(w.message) or "TorchScript" in str(w.message))]

@@ -1,6 +1,6 @@
-"""tools/gpu_check.py (`make gpu-check`): one line without CUDA; the table; each part's commands in
-a dry run; the runner's failed, late and skipped parts; the workers on a CPU at toy sizes."""
-import importlib.util
+"""tools/gpu_check.py (`make gpu-check`, agreid.benchmarks.gpu_check): one line without CUDA; the
+table; each part's commands in a dry run; the runner's failed, late and skipped parts; the workers on
+a CPU at toy sizes."""
 import json
 import os
 import re
@@ -11,23 +11,14 @@ import time
 
 import pytest
 
+from agreid.benchmarks import gpu_check
+
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "gpu_check.py")
 NO_CUDA = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_check = _load()
 
 
 def _tool(*args, timeout=120):

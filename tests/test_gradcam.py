@@ -1,4 +1,5 @@
-"""Heat maps (grad-cam) and the noise mask's attribute slots: agreid.heatmaps and tools/gradcam.py."""
+"""Heat maps (grad-cam) and the noise mask's attribute slots: agreid.heatmaps and tools/gradcam.py
+(agreid.cli.gradcam)."""
 import os
 
 import numpy as np
@@ -7,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from _tiny_model import load_tool, tiny_cfg, tiny_model, tiny_run
+from _tiny_model import tiny_cfg, tiny_model, tiny_run
+from agreid.cli import gradcam
 from agreid.heatmaps import HeatMapper, SimilarityToReference, attribute_slot_mask, target_layer, vit_reshape_transform
 from agreid.modeling.deploy import DeployedImageEncoder
 
@@ -76,18 +78,17 @@ def test_attribute_slot_mask_uses_the_identitys_pseudo_labels():
 def test_gradcam_tool_two_models_and_attribute_strips(tiny_dataset_root, tmp_path, capsys):
     _, first = tiny_run(tmp_path / "a", "DATASETS.ROOT", tiny_dataset_root)
     _, second = tiny_run(tmp_path / "b", "DATASETS.ROOT", tiny_dataset_root, seed=1)
-    tool = load_tool("gradcam")
     train = os.path.join(tiny_dataset_root, "SyntheticOccluded", "bounding_box_train")
     out = tmp_path / "heat.png"
-    assert tool.main(["--weights", first, "--second-weights", second, "--names", "A,B", "--images", train,
-                      "--max-images", "2", "--attributes", "--output", str(out)]) == 0
-    tile_w, tile_h = tool.TILE
-    row_h = tool.TEXT_H + tile_h + tool.TEXT_H + tool.STRIP_H + 2
-    assert Image.open(out).size == (3 * (tile_w + tool.GAP), tool.TEXT_H + 2 * row_h)
+    assert gradcam.main(["--weights", first, "--second-weights", second, "--names", "A,B", "--images", train,
+                         "--max-images", "2", "--attributes", "--output", str(out)]) == 0
+    tile_w, tile_h = gradcam.TILE
+    row_h = gradcam.TEXT_H + tile_h + gradcam.TEXT_H + gradcam.STRIP_H + 2
+    assert Image.open(out).size == (3 * (tile_w + gradcam.GAP), gradcam.TEXT_H + 2 * row_h)
     query = os.path.join(tiny_dataset_root, "SyntheticOccluded", "query")
     capsys.readouterr()
-    assert tool.main(["--weights", first, "--images", query, "--max-images", "2", "--attributes",
-                      "--output", str(tmp_path / "q.png")]) == 2
+    assert gradcam.main(["--weights", first, "--images", query, "--max-images", "2", "--attributes",
+                         "--output", str(tmp_path / "q.png")]) == 2
     assert "not training images" in capsys.readouterr().err
-    assert tool.main(["--weights", str(tmp_path / "nope.pth"), "--images", query, "--output", str(out)]) == 2
+    assert gradcam.main(["--weights", str(tmp_path / "nope.pth"), "--images", query, "--output", str(out)]) == 2
     assert "nope.pth" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""fastreid model-zoo configs and tools/compare_zoo.py on the tiny synthetic data."""
+"""fastreid model-zoo configs and tools/compare_zoo.py (agreid.experiments.compare_zoo) on the tiny synthetic data."""
 import glob
 import os
 
@@ -8,8 +8,9 @@ from fastreid.modeling import build_model
 from fastreid.utils.checkpoint import Checkpointer
 
 import agreid
-from _tiny_model import REPO, SIZE, load_tool, tiny_run
+from _tiny_model import REPO, SIZE, tiny_run
 from agreid.engine import AGReIDTrainer
+from agreid.experiments import compare_zoo as tool
 
 ZOO = sorted(glob.glob(os.path.join(REPO, "configs", "*", "bagtricks_*.yml"))
              + glob.glob(os.path.join(REPO, "configs", "*", "AGW_R50.yml")))
@@ -50,7 +51,6 @@ def test_compare_zoo_one_table(tiny_dataset_root, tmp_path, capsys):
     Checkpointer(build_model(cfg), str(tmp_path)).save("bot")
     bot = str(tmp_path / "bot.pth")
     _, ours = tiny_run(tmp_path / "agreid")
-    tool = load_tool("compare_zoo")
     table = tmp_path / "zoo.md"
     assert tool.main(["--dataset", "SyntheticOccluded", "--config", bot_config, "--weights", bot,
                       "--config", str(tmp_path / "agreid" / "config.yaml"), "--weights", ours,

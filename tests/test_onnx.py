@@ -7,10 +7,12 @@ import onnx
 import pytest
 import torch
 
-from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_model, tiny_run
+from _tiny_model import NUM_CAMERAS, tiny_cfg, tiny_model, tiny_run
 from agreid import Predictor
+from agreid.cli import export_image_encoder
 from agreid.deploy_onnx import export_onnx, onnx_exporter, onnx_session
 from agreid.modeling.deploy import DeployedImageEncoder
+from agreid.benchmarks import inference as benchmark_infer
 from agreid.predictor import list_images
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
@@ -83,10 +85,9 @@ def test_camera_agnostic_and_no_sie_graphs_take_images_only(tmp_path, tiny_datas
 
 def test_export_tool_writes_both_onnx_files(tmp_path, capsys):
     cfg, checkpoint = tiny_run(tmp_path / "run")
-    tool = load_tool("export_image_encoder")
     out = tmp_path / "deploy"
-    assert tool.main(["--config-file", str(tmp_path / "run" / "config.yaml"), "--weights", checkpoint,
-                      "--output", str(out), "--onnx", "--camera", "2"]) == 0
+    assert export_image_encoder.main(["--config-file", str(tmp_path / "run" / "config.yaml"), "--weights", checkpoint,
+                                      "--output", str(out), "--onnx", "--camera", "2"]) == 0
     printed = capsys.readouterr().out
     assert "image_encoder.onnx: images, camids" in printed and "image_encoder_agnostic.onnx: images" in printed
     encoder = Predictor(checkpoint, device="cpu").encoder
@@ -99,11 +100,10 @@ def test_export_tool_writes_both_onnx_files(tmp_path, capsys):
 
 
 def test_benchmark_tool_times_each_backend_on_the_same_batch(capsys):
-    tool = load_tool("benchmark_infer")
     backends = ["eager", "pt2", "torchscript", "onnxruntime", "onnxruntime-legacy"]
-    assert tool.main(["--config-file", os.path.join(os.path.dirname(__file__), "..", "configs/Synthetic/agreid.yml"),
-                      "--batch-size", "2", "--iters", "1", "--warmup", "0", "--rounds", "2",
-                      "--backends", ",".join(backends), "INPUT.SIZE_TEST", "[64,32]"]) == 0
+    config = os.path.join(os.path.dirname(__file__), "..", "configs/Synthetic/agreid.yml")
+    assert benchmark_infer.main(["--config-file", config, "--batch-size", "2", "--iters", "1", "--warmup", "0",
+                                 "--rounds", "2", "--backends", ",".join(backends), "INPUT.SIZE_TEST", "[64,32]"]) == 0
     printed = capsys.readouterr().out
     assert "median of 2 rounds" in printed
     lines = [line for line in printed.splitlines() if line.startswith("| ")]
@@ -114,7 +114,7 @@ def test_benchmark_tool_times_each_backend_on_the_same_batch(capsys):
         assert float(images_per_second.split(" ")[0]) > 0 and float(ms.split(" ")[0]) > 0 and "[" in ms
         assert float(difference) < ATOL
     assert f"{onnx_exporter('auto')} exporter" in printed and "legacy exporter" in printed
-    assert tool.main(["--batch-size", "2"]) == 2
+    assert benchmark_infer.main(["--batch-size", "2"]) == 2
     assert "--config-file" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
-"""Features of your own images: agreid.Predictor, tools/extract_features.py and tools/search.py."""
+"""Features of your own images: agreid.Predictor, tools/extract_features.py and tools/search.py
+(agreid.cli.extract_features, agreid.cli.search)."""
 import csv
 import os
 import shutil
@@ -8,8 +9,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from _tiny_model import NUM_CAMERAS, load_tool, tiny_cfg, tiny_run
+from _tiny_model import NUM_CAMERAS, tiny_cfg, tiny_run
 from agreid import Predictor
+from agreid.cli import extract_features, search
 from agreid.engine import AGReIDTrainer
 from agreid.modeling.deploy import build_deployed_encoder, save_deployed_encoder
 from agreid.predictor import camera_agnostic_encoder, list_images
@@ -74,10 +76,9 @@ def test_camera_rules(run, tiny_dataset_root):
 
 def test_extract_features_tool(run, tiny_dataset_root, tmp_path, capsys):
     _, checkpoint = run
-    tool = load_tool("extract_features")
     query = _data(tiny_dataset_root, "query")
     output = str(tmp_path / "out" / "feats.safetensors")
-    assert tool.main(["--weights", checkpoint, "--images", query, "--output", output, "--batch-size", "4"]) == 0
+    assert extract_features.main(["--weights", checkpoint, "--images", query, "--output", output, "--batch-size", "4"]) == 0
     features = load_file(output)["features"]
     with open(tmp_path / "out" / "feats.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -91,29 +92,28 @@ def test_extract_features_tool(run, tiny_dataset_root, tmp_path, capsys):
     listing = tmp_path / "list.csv"
     listing.write_text("path,camid\n" + "".join(f"{os.path.relpath(p, tmp_path)},{i % 3}\n" for i, p in enumerate(paths[:4])))
     out2 = str(tmp_path / "with_cams.safetensors")
-    assert tool.main(["--weights", checkpoint, "--images", str(listing), "--output", out2]) == 0
+    assert extract_features.main(["--weights", checkpoint, "--images", str(listing), "--output", out2]) == 0
     assert load_file(out2)["camids"].tolist() == [0, 1, 2, 0]
     capsys.readouterr()
 
 
 def test_tools_report_bad_input_by_name(run, tiny_dataset_root, tmp_path, capsys):
     _, checkpoint = run
-    extract, searcher = load_tool("extract_features"), load_tool("search")
     output = str(tmp_path / "f.safetensors")
 
     def error_of(tool, *argv):
         assert tool.main(list(argv)) == 2
         return capsys.readouterr().err
 
-    assert "no_such_folder" in error_of(extract, "--weights", checkpoint, "--images", str(tmp_path / "no_such_folder"),
+    assert "no_such_folder" in error_of(extract_features, "--weights", checkpoint, "--images", str(tmp_path / "no_such_folder"),
                                         "--output", output)
-    assert "missing.pth" in error_of(extract, "--weights", str(tmp_path / "missing.pth"), "--images",
+    assert "missing.pth" in error_of(extract_features, "--weights", str(tmp_path / "missing.pth"), "--images",
                                      _data(tiny_dataset_root, "query"), "--output", output)
     broken = tmp_path / "imgs"
     broken.mkdir()
     shutil.copy(os.path.join(_data(tiny_dataset_root, "query"), os.listdir(_data(tiny_dataset_root, "query"))[0]), broken)
     (broken / "broken.jpg").write_bytes(b"not a jpeg")
-    message = error_of(extract, "--weights", checkpoint, "--images", str(broken), "--output", output)
+    message = error_of(extract_features, "--weights", checkpoint, "--images", str(broken), "--output", output)
     assert "broken.jpg" in message and "cannot be read" in message and "--skip-bad" in message
     # A checkpoint of another architecture: the message names the file and the keys that differ.
     other = tmp_path / "other" / "model_final.pth"
@@ -126,7 +126,7 @@ def test_tools_report_bad_input_by_name(run, tiny_dataset_root, tmp_path, capsys
     good = tmp_path / "good"
     good.mkdir()
     shutil.copy(os.path.join(_data(tiny_dataset_root, "query"), os.listdir(_data(tiny_dataset_root, "query"))[0]), good)
-    message = error_of(searcher, "--weights", str(other), "--gallery", str(good), "--query", str(good),
+    message = error_of(search, "--weights", str(other), "--gallery", str(good), "--query", str(good),
                        "--output", str(tmp_path / "s"))
     assert str(other) in message and "visual.ln_post.weight" in message and "visual.extra_layer.weight" in message
     assert not os.path.exists(output)
@@ -134,7 +134,6 @@ def test_tools_report_bad_input_by_name(run, tiny_dataset_root, tmp_path, capsys
 
 def test_search_tool_finds_the_image_and_caches_the_gallery(run, tiny_dataset_root, tmp_path, capsys):
     _, checkpoint = run
-    tool = load_tool("search")
     gallery = tmp_path / "gallery"
     shutil.copytree(_data(tiny_dataset_root, "bounding_box_test"), gallery)
     names = sorted(os.listdir(gallery))
@@ -144,7 +143,7 @@ def test_search_tool_finds_the_image_and_caches_the_gallery(run, tiny_dataset_ro
     out = tmp_path / "out"
     argv = ["--weights", checkpoint, "--gallery", str(gallery), "--query", str(query), "--top-k", "4",
             "--output", str(out)]
-    assert tool.main(argv) == 0
+    assert search.main(argv) == 0
     assert "computed" in capsys.readouterr().out
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -156,13 +155,13 @@ def test_search_tool_finds_the_image_and_caches_the_gallery(run, tiny_dataset_ro
     with Image.open(out / "ranklist.png") as picture:
         assert picture.size[0] == tile_w + 16 + 4 * tile_w and picture.size[1] > tile_h
 
-    assert tool.main(argv) == 0
+    assert search.main(argv) == 0
     assert "cached" in capsys.readouterr().out
     os.utime(gallery / names[0], ns=(1, 1))  # a gallery file changed: features recomputed
-    assert tool.main(argv) == 0
+    assert search.main(argv) == 0
     assert "computed" in capsys.readouterr().out
     os.remove(gallery / names[5])  # the matching image is gone: it must not come back from the cache
-    assert tool.main(argv) == 0
+    assert search.main(argv) == 0
     capsys.readouterr()
     with open(out / "results.csv") as handle:
         assert names[5] not in handle.read()
@@ -213,7 +212,7 @@ def test_predictor_reads_images_as_evaluation_does(run, tmp_path, capsys):
     torch.testing.assert_close(features, predictor.encode(expected), rtol=0, atol=1e-6)
     # The tools read through the Predictor: the same features.
     output = str(tmp_path / "feats.safetensors")
-    assert load_tool("extract_features").main(["--weights", checkpoint, "--images", str(folder), "--output", output]) == 0
+    assert extract_features.main(["--weights", checkpoint, "--images", str(folder), "--output", output]) == 0
     capsys.readouterr()
     torch.testing.assert_close(load_file(output)["features"], predictor.encode(expected[[1, 0]]), rtol=0, atol=1e-6)
 
@@ -227,7 +226,7 @@ def test_predictor_refuses_camids_outside_the_sie_table(run, tiny_dataset_root, 
             predictor(paths[:2], camids=[0, bad])
     listing = tmp_path / "list.csv"
     listing.write_text(f"path,camid\n{paths[0]},1\n{paths[1]},-1\n")
-    assert load_tool("extract_features").main(["--weights", checkpoint, "--images", str(listing),
-                                               "--output", str(tmp_path / "f.safetensors")]) == 2
+    assert extract_features.main(["--weights", checkpoint, "--images", str(listing),
+                                  "--output", str(tmp_path / "f.safetensors")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "camid -1" in err and f"0..{NUM_CAMERAS - 1}" in err

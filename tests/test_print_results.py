@@ -1,7 +1,10 @@
-"""tools/print_results.py: the last results table of a run's log, as `make demo` prints it."""
+"""tools/print_results.py (agreid.experiments.print_results): the last results table of a run's
+log, as `make demo` prints it."""
 import subprocess
 import sys
 from pathlib import Path
+
+from agreid.experiments import print_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,3 +34,15 @@ def test_prints_the_last_evaluation_of_each_run(tmp_path):
 def test_a_run_without_results_is_named(tmp_path):
     result = _run(str(tmp_path / "unfinished"))
     assert result.returncode == 2 and "unfinished/log.txt holds no evaluation results" in result.stderr
+
+
+def test_several_runs_in_one_table_in_process(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.txt").write_text(LOG)
+    assert print_results.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["| run | test set | mAP | Rank-1 | Rank-5 | Rank-10 | mINP |", "|---|---|---:|---:|---:|---:|---:|"]
+    assert lines[2:] == [f"| {tmp_path / n} | SyntheticOccluded | 33.94 | 28.91 | 55.86 | 68.36 | 25.39 |" for n in "ab"]
+    assert print_results.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert "missing/log.txt holds no evaluation results" in capsys.readouterr().err

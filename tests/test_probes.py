@@ -1,42 +1,33 @@
-"""tools/probe_attributes.py and tools/analyze_noise_mask.py: the measurements, and a run on a tiny model."""
-import importlib.util
+"""agreid.analysis: the one linear probe (probes), probe_attributes, analyze_noise_mask and the
+probe_pseudo_labels alias: the measurements, and runs on a tiny model."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import agreid
+from agreid.analysis import analyze_noise_mask as mask_tool
+from agreid.analysis import probe_attributes as probe_tool
+from agreid.analysis import probe_pseudo_labels, probes
+from agreid.analysis.runs import identity_attributes, relabelled_items, training_set
+from agreid.analysis.slots import slot_labels, slot_words
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IDS, NUM_CAMERAS = 16, 4  # the tiny synthetic preset
-
-
-def _load(name):
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ex = _load("_experiments")
-probe_tool = _load("probe_attributes")
-mask_tool = _load("analyze_noise_mask")
 
 
 # ------------------------------------------------------------------------------ template slots
 def test_slot_words_and_regions_of_the_templates():
     from agreid.modeling.prompts import TEMPLATES
 
-    assert ex.slot_words(TEMPLATES["d"]) == ["person"] * 2 + ["hair"] * 2 + ["upper"] * 2 + ["lower"] * 2 + ["carrying"] * 2
+    assert slot_words(TEMPLATES["d"]) == ["person"] * 2 + ["hair"] * 2 + ["upper"] * 2 + ["lower"] * 2 + ["carrying"] * 2
     assert mask_tool.slot_regions(TEMPLATES["d"]) == ["whole"] * 2 + ["head"] * 2 + ["upper"] * 2 + ["lower"] * 2 + ["upper"] * 2
     assert mask_tool.slot_regions(TEMPLATES["b"])[-2:] == ["feet", "feet"]
     assert mask_tool.slot_regions(TEMPLATES["c"])[2:4] == ["head", "head"]
-    assert ex.slot_words(TEMPLATES["random"]) == [""] * 10
-    assert ex.slot_labels(TEMPLATES["a"])[:3] == ["1 person", "2 person", "3 upper"]
+    assert slot_words(TEMPLATES["random"]) == [""] * 10
+    assert slot_labels(TEMPLATES["a"])[:3] == ["1 person", "2 person", "3 upper"]
 
 
 # ------------------------------------------------------------------------------------- probe
@@ -87,7 +78,7 @@ def test_probe_tool_on_a_tiny_checkpoint(tmp_path, tiny_dataset_root):
                                               "MODEL.PROMPT.TEMPLATE", "default")
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n", encoding="utf-8")
-    result = probe_tool.main(["--config-file", config, "--weights", weights, "--compare-config", other_config,
+    result = probe_tool.run(["--config-file", config, "--weights", weights, "--compare-config", other_config,
                               "--compare-weights", other_weights, "--folds", "2", "--attributes", "hair_color,bag",
                               "--output-dir", str(tmp_path / "out"), "--results-md", str(md)])
     truth = json.load(open(os.path.join(tiny_dataset_root, "SyntheticOccluded", "attributes.json")))["identities"]
@@ -104,7 +95,7 @@ def test_probe_tool_on_a_tiny_checkpoint(tmp_path, tiny_dataset_root):
     text = md.read_text(encoding="utf-8")
     assert text.startswith("# Results\n") and "<!-- probe:attributes -->" in text and "probe_heatmap.png" in text
     with pytest.raises(SystemExit, match="unknown attribute 'hair_colour'"):
-        probe_tool.main(["--config-file", config, "--weights", weights, "--attributes", "hair_colour",
+        probe_tool.run(["--config-file", config, "--weights", weights, "--attributes", "hair_colour",
                          "--output-dir", str(tmp_path / "out")])
 
 
@@ -154,7 +145,7 @@ def test_hidden_matrix_whole_means_any_region():
 def test_noise_mask_tool_on_a_tiny_checkpoint(tmp_path, tiny_dataset_root):
     config, weights, model = _tiny_run(str(tmp_path / "run"), tiny_dataset_root)
     md = tmp_path / "RESULTS.md"
-    result = mask_tool.main(["--config-file", config, "--passes", "2", "--output-dir", str(tmp_path / "out"),
+    result = mask_tool.run(["--config-file", config, "--passes", "2", "--output-dir", str(tmp_path / "out"),
                              "--results-md", str(md), "MODEL.WEIGHTS", weights])
     occlusion = json.load(open(os.path.join(tiny_dataset_root, "SyntheticOccluded", "occlusion.json")))
     train = {k: v for k, v in occlusion.items() if k.startswith("bounding_box_train/")}
@@ -174,3 +165,135 @@ def test_noise_mask_tool_on_a_tiny_checkpoint(tmp_path, tiny_dataset_root):
     assert result["thresholds"]["p50"]["all"] == pytest.approx(0.5, abs=0.01)
     assert (tmp_path / "out" / "noise_mask.png").stat().st_size > 3000
     assert "<!-- noise-mask:analysis -->" in md.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------ the one linear probe
+def test_probe_cross_validation_is_stratified_shuffled_and_fixed():
+    labels = np.array(["a"] * 30 + ["b"] * 15 + ["c"] * 5)
+    splits = probes.probe_splits(labels, 5)
+    assert splits.n_splits == 5 and splits.shuffle and splits.random_state == 0
+    for _, test in splits.split(np.zeros((len(labels), 1)), labels):
+        # Every fold keeps the classes' proportions (6 a, 3 b, 1 c).
+        assert sorted(np.unique(labels[test], return_counts=True)[1]) == [1, 3, 6]
+    # Fewer folds than asked when the largest class is smaller; never fewer than 2.
+    assert probes.probe_splits(np.array(list("aabbc")), 5).n_splits == 2
+    assert probes.probe_splits(np.array(list("aaabbb")), 5).n_splits == 3
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 4))
+    features[:, 0] += (labels == "a") * 3.0
+    first = probes.probe_accuracy(features, labels, 5)
+    assert first == probes.probe_accuracy(features, labels, 5)  # deterministic
+    assert first > probes.majority_rate(labels) == 0.6
+    assert probes.probe_accuracy(features, np.array(["x"] * 50), 5) == 1.0
+
+
+def test_probe_keeps_the_images_of_a_person_in_one_fold():
+    # 40 people x 3 images; the attribute is the person's, the features a per-person code plus noise.
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(40), 3)
+    labels = np.array(["red", "blue"])[people % 2]
+    splits = probes.probe_splits(labels, 5, people)
+    assert splits.n_splits == 5 and splits.shuffle and splits.random_state == 0
+    folds = list(splits.split(np.zeros((len(labels), 1)), labels, people))
+    assert len(folds) == 5
+    for train, test in folds:
+        assert not set(people[train]) & set(people[test])
+        assert set(labels[test]) == {"red", "blue"}
+    assert sorted(np.concatenate([test for _, test in folds])) == list(range(120))
+    # Features that tell people apart but say nothing of the attribute: recognising the person
+    # would "predict" it when a person's images are split between folds, not when they are kept.
+    features = rng.normal(size=(40, 30))[people] + 0.05 * rng.normal(size=(120, 30))
+    kept, split = probes.probe_accuracy(features, labels, 5, groups=people), probes.probe_accuracy(features, labels, 5)
+    assert kept < 0.65 and split > 0.8  # measured: 0.450 and 0.825
+    # Fewer folds when the largest class has fewer people than asked.
+    assert probes.probe_splits(labels[:9], 5, people[:9]).n_splits == 2
+
+
+def test_attribute_table_uses_the_one_probe(monkeypatch):
+    """probe_attributes' table calls agreid.analysis.probes for every cell."""
+    calls = []
+
+    def fake(features, labels, folds):
+        calls.append((np.asarray(features).shape, folds))
+        return 0.5
+
+    monkeypatch.setattr(probes, "probe_accuracy", fake)
+    monkeypatch.setattr(probe_tool, "probe_accuracy", fake)
+    attributes = [{"hat": ["none", "cap"][k % 2]} for k in range(8)]
+    tokens = np.zeros((8, 2, 3), dtype=np.float32)
+    result = probe_tool.probe(tokens, attributes, 3, tokens)
+    assert result["rows"][0]["V"] == 0.5 and calls == [((8, 6), 3), ((8, 6), 3), ((8, 3), 3), ((8, 3), 3)]
+    # SynthCLIP's linear probe: tests/test_synthclip.py::test_linear_probe_is_the_projects_probe.
+
+
+# ------------------------------------------------------------- ground truth in the trainer's order
+def test_identity_attributes_are_in_the_trainers_label_order(tmp_path, tiny_dataset_root):
+    from agreid.engine import AGReIDTrainer
+
+    config, _, _ = _tiny_run(str(tmp_path / "run"), tiny_dataset_root)
+    cfg = agreid.get_agreid_cfg(config)
+    train_set, _ = AGReIDTrainer.build_train_set(cfg)
+    truth = identity_attributes(cfg, train_set)
+    attributes = json.load(open(os.path.join(tiny_dataset_root, "SyntheticOccluded", "attributes.json")))
+    assert len(truth.keys) == NUM_IDS and truth.schema == attributes["schema"]
+    for pid, row in train_set.pid_dict.items():  # the trainer's labels
+        key = f"{int(pid.rsplit('_', 1)[1]):04d}"
+        assert truth.keys[row] == key and truth.attributes[row] == attributes["identities"][key]
+    items = relabelled_items(training_set(cfg))
+    assert len(items) == 64 and all(train_set.pid_dict[pid] == row for (_, pid, _), (_, row, _)
+                                    in zip(train_set.img_items, items))
+
+
+# -------------------------------------------------------------- per-batch threshold, as training
+def test_drop_counts_cut_each_batch_with_trainings_threshold():
+    from agreid.modeling.noise_mask import mask_threshold, noise_mask, otsu_threshold
+
+    rng = np.random.default_rng(1)
+    pids = np.repeat(np.arange(8), 4)
+    sims = rng.normal(0.2, 0.1, size=(32, 3))
+    sims[pids >= 4] += 0.3  # two halves of the identities, far apart
+    seen, dropped, gammas = mask_tool.drop_counts([sims], pids, "otsu", 8, 4, seed=0)
+    batches = list(mask_tool.identity_batches(pids, 8, 4, np.random.default_rng(0)))
+    assert len(gammas) == len(batches) == 4
+    for batch, gamma in zip(batches, gammas):
+        values = torch.from_numpy(sims[batch])
+        assert gamma == pytest.approx(float(otsu_threshold(values)))
+        assert gamma == pytest.approx(float(mask_threshold(values, "otsu")))
+        np.testing.assert_array_equal(dropped[batch], 1 - noise_mask(values, "otsu").numpy())
+    # One cut over the whole training set would drop differently (the low half entirely).
+    whole = (sims <= float(otsu_threshold(torch.from_numpy(sims)))).astype(float)
+    assert not np.array_equal(dropped, whole)
+    split = mask_tool.by_image(seen, dropped, pids >= 4)
+    assert split == {"occluded": pytest.approx(dropped[pids >= 4].mean()),
+                     "whole": pytest.approx(dropped[pids < 4].mean())}
+
+
+def test_mask_threshold_is_the_cut_of_noise_mask():
+    from agreid.modeling.noise_mask import mask_threshold, noise_mask
+
+    values = torch.linspace(0, 1, 40).reshape(8, 5)
+    for threshold in ("otsu", "p50", "p90", 0.3):
+        cut = mask_threshold(values, threshold)
+        assert torch.equal(noise_mask(values, threshold), (values > cut).float())
+    assert mask_threshold(values, None) is None and mask_threshold(values, -1) is None
+    assert float(mask_threshold(values, "p50")) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------- the probe_pseudo_labels alias
+def test_probe_pseudo_labels_alias_runs_both_tools(tmp_path, tiny_dataset_root, capsys, monkeypatch):
+    config, weights, _ = _tiny_run(str(tmp_path / "run"), tiny_dataset_root)
+    monkeypatch.chdir(tmp_path)
+    assert probe_pseudo_labels.main(["--config-file", config, "--folds", "2", "MODEL.WEIGHTS", weights]) == 0
+    out, err = capsys.readouterr()
+    alias = [line for line in err.splitlines() if "is an alias" in line]
+    assert len(alias) == 1 and f"--weights {weights}" in alias[0] and "--thresholds otsu" in alias[0]
+    assert "16 training identities" in out
+    for attribute in ("upper_color", "lower_length", "bag", "hat", "hair_color"):
+        assert f"| {attribute}" in out
+    assert "Otsu per batch of 16" in out and "| occluded" in out and "| whole" in out
+    assert sorted(os.listdir(tmp_path)) == ["run"]  # nothing kept without --output-dir
+    assert probe_pseudo_labels.main(["--config-file", config, "--folds", "2", "--output-dir", str(tmp_path / "o"),
+                                     "MODEL.WEIGHTS", weights]) == 0
+    result = json.loads((tmp_path / "o" / "noise_mask" / "noise_mask.json").read_text())
+    assert list(result["thresholds"]) == ["otsu"] and set(result["thresholds"]["otsu"]["by_image"]) == {"occluded", "whole"}
+    assert (tmp_path / "o" / "probe" / "probe.json").is_file()

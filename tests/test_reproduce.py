@@ -1,17 +1,14 @@
-"""tools/reproduce_paper.py --dry-run: configs parse, missing datasets and weights are named, batch per GPU."""
-import importlib.util
+"""tools/reproduce_paper.py (agreid.experiments.reproduce): configs parse, missing datasets and
+weights are named, batch per GPU, the paper's numbers, a run with a stand-in for train_net.py."""
 import json
 import os
-import sys
 
 import pytest
 from PIL import Image
 
+from agreid.experiments import common, paper, reproduce
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-_spec = importlib.util.spec_from_file_location("reproduce_paper", os.path.join(REPO, "tools", "reproduce_paper.py"))
-reproduce = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reproduce)
 
 
 def _fake_occluded_duke(root):
@@ -100,3 +97,72 @@ def test_summary_puts_the_paper_beside_the_measurement(tmp_path):
             "| 63.2 / 70.4 | -2.2 |") in text
     assert "| 80.0 | 70.0 | 80.0 | 85.0 | – (not in the paper) | – |" in text
     assert "MSMT17" not in text
+
+
+def test_the_papers_numbers_come_from_one_place():
+    experiments = reproduce.EXPERIMENTS
+    assert list(experiments)[12:] == ["t4_baseline", "t4_at", "t4_ap", "t4_at_ap", "t5_default", "t5_longer",
+                                      "t5_random", "t5_a", "t5_b", "t5_c", "t5_d", "t6_p50", "t6_p75", "t6_p90",
+                                      "t6_otsu"]
+    assert experiments["occduke_agreid"].paper == paper.TABLE2["OccludedDuke"]["AG-ReID"] == (63.2, 70.4)
+    assert experiments["occreid_clipreid"].paper is None
+    assert experiments["market1501_clipreid"].paper == (90.5, 95.4)
+    assert experiments["t4_baseline"].paper == paper.TABLE4["baseline"][1] == (60.0, 67.8, 80.1, 85.2)
+    assert experiments["t5_c"] == reproduce.Experiment(5, "Attribute Prompt c", "configs/OccDuke/ablations/template_c.yml",
+                                                       "OccludedDuke", (62.8, 69.9, 82.6, 86.1))
+    assert experiments["t6_otsu"].row == "Otsu" and experiments["t6_otsu"].paper == paper.TABLE6["otsu"][1]
+
+
+LOG = """[12/01 07:56:03 fastreid.evaluation.testing]: Evaluation results in csv format:
+| Dataset      | Rank-1 | Rank-5 | Rank-10 | mAP  | mINP |
+|:-------------|:-------|:-------|:--------|:-----|:-----|
+| OccludedDuke | 2.00   | 3.00   | 4.00    | 5.00 | 6.00 |
+[12/01 07:58:03 fastreid.engine.defaults]: done
+"""
+
+
+def test_a_run_trains_once_per_config_and_shares(tmp_path, capsys, monkeypatch):
+    """train_net.py replaced by a stand-in that writes the evaluation: identical configs (table 4's
+    AG-ReID row, table 6's Otsu) train once; a record without a fingerprint (an older
+    reproduce_paper.py) counts as done."""
+    _fake_occluded_duke(tmp_path)
+    weights = tmp_path / "ViT-B-16.pt"
+    weights.write_bytes(b"x")
+    out = tmp_path / "out"
+    (out / "t4_at").mkdir(parents=True)
+    (out / "t4_at" / "last_checkpoint").write_text("model_0000010.pth")
+    (out / "occduke_clipreid").mkdir()
+    (out / "occduke_clipreid" / "reproduce_result.json").write_text(json.dumps(
+        {"experiment": "occduke_clipreid", "metrics": {"mAP": 50.0, "Rank-1": 60.0}}))
+    trained = []
+
+    def train(cmd, log_path, cwd=common.REPO, env=None):
+        trained.append(cmd[cmd.index("OUTPUT_DIR") + 1])
+        folder = os.path.dirname(log_path)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "log.txt"), "w") as f:
+            f.write(LOG)
+        return 0
+
+    monkeypatch.setattr(common, "run_logged", train)
+    monkeypatch.setattr(common, "machine", lambda: {"cpu_count": 2})
+    code = reproduce.main(["--datasets", str(tmp_path), "--weights", str(weights), "--output", str(out),
+                           "--only", "occduke_clipreid,occduke_agreid,t4_at,t4_at_ap,t6_otsu", "--tables", "2,4,6"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert trained == [str(out / "occduke_agreid"), str(out / "t4_at")]
+    assert "occduke_clipreid: done (50.00 mAP), skipped" in printed
+    assert "t4_at: resume: " in printed and "t6_otsu: same config as occduke_agreid, result shared" in printed
+    record = json.loads((out / "t4_at" / "reproduce_result.json").read_text())
+    assert record["resumed"] is True and "--resume" in record["command"]
+    assert record["metrics"]["mAP"] == 5.0 and record["paper"] == [62.4, 69.7, 81.7, 86.2]
+    assert record["experiment"] == "t4_at" and record["config"] == "configs/OccDuke/ablations/at_only.yml"
+    assert record["num_gpus"] == 1 and record["output_dir"] == str(out / "t4_at") and len(record["fingerprint"]) == 16
+    shared = json.loads((out / "t6_otsu" / "reproduce_result.json").read_text())
+    source = json.loads((out / "occduke_agreid" / "reproduce_result.json").read_text())
+    assert shared["same_as"] == "occduke_agreid" and shared["experiment"] == "t6_otsu"
+    assert shared["paper"] == [63.2, 70.4, 82.4, 86.4] and shared["fingerprint"] == source["fingerprint"]
+    assert shared["metrics"] == source["metrics"] and shared["command"] == source["command"]
+    summary = (out / "summary.md").read_text()
+    assert "| 6 | Otsu | `configs/OccDuke/ablations/threshold_otsu.yml` | OccludedDuke | 5.0 | 2.0 | 3.0 | 4.0 " in summary
+    assert "| 2 | CLIP-ReID, Occ-Duke | `configs/OccDuke/clipreid.yml` | OccludedDuke | 50.0 | 60.0 |  |  " in summary

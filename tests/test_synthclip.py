@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -12,6 +13,7 @@ from PIL import Image
 
 from agreid import synthclip
 from agreid.data.captions import CAPTION_DIR, generate_captions, read_captions
+from agreid.analysis import probes, zero_shot
 from agreid.synthclip import PretrainConfig, pretrain
 
 # Trains, exports or starts processes: the slow tier (`make test` runs it, `make test-quick` does not).
@@ -134,6 +136,37 @@ def test_zero_shot_of_a_short_pretraining_is_above_chance(corpus, pretrained):
     upper = rows["upper_color"]
     # 8 colours: chance 0.125; always answering the most frequent colour gets about as much.
     assert upper.images > 80 and upper.accuracy > 2 * upper.chance and upper.accuracy > upper.majority + 0.1, upper
+
+
+def test_linear_probe_is_the_projects_probe(corpus):
+    """SynthCLIP's --linear-probe is agreid.analysis.probes.probe_accuracy on the images that show the attribute."""
+    paths = [p for p, _ in read_captions(corpus / "captions_val.csv", check_images=False)]
+    features = torch.randn(len(paths), 8, generator=torch.Generator().manual_seed(0))
+    features[:, 0] += torch.arange(len(paths)) % 2  # something to find for no attribute in particular
+    result = synthclip.linear_probe_attributes(features, corpus, folds=3)
+    shown = synthclip._shown_attributes(corpus, paths)
+    assert set(result) == set(shown) and len(shown["upper_color"][0]) > 50
+    labels = json.loads((corpus / "labels.json").read_text())
+    people = np.asarray([labels[str(Path(p).relative_to(corpus))]["pid"] for p in paths])
+    assert len(set(people)) < len(people)  # several images a person: the folds keep them together
+    for attribute, (rows, truth) in shown.items():
+        assert result[attribute] == probes.probe_accuracy(features[rows].numpy(), np.asarray(truth), 3,
+                                                          groups=people[rows])
+        assert 0.0 <= result[attribute] <= 1.0
+
+
+def test_zero_shot_tool_writes_tables_and_the_probe(corpus, pretrained, tmp_path, capsys):
+    out_json, out_md = tmp_path / "zs.json", tmp_path / "zs.md"
+    status = zero_shot.main(["--weights", str(pretrained[0]), "--data", str(corpus), "--json", str(out_json),
+                             "--markdown", str(out_md), "--linear-probe", "--device", "cpu"])
+    assert status == 0
+    numbers = json.loads(out_json.read_text())
+    assert set(numbers["linear_probe"]) == {row["attribute"] for row in numbers["zero_shot"]}
+    assert all(0.0 <= value <= 1.0 for value in numbers["linear_probe"].values())
+    table = out_md.read_text()
+    assert "| linear probe |" in table and "| image to text |" in table and table in capsys.readouterr().out
+    missing = zero_shot.main(["--weights", str(tmp_path / "nowhere.pt"), "--data", str(corpus), "--device", "cpu"])
+    assert missing == 2 and capsys.readouterr().err.startswith("error: ")
 
 
 def test_retrieval_recall_by_hand():

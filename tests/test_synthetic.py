@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from agreid.data import synthetic
+from agreid.data.synthetic.drawing import occlude
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"([-\d]+)_c(\d)")
@@ -100,7 +101,7 @@ def test_occluder_hides_the_recorded_share_of_the_body(tiny):
     region_of_row = np.searchsorted([60, 140, 230], np.arange(256), side="right")
     rng = np.random.default_rng(0)
     for attempt in range(10):
-        layer, record = synthetic._occlude(body, region_of_row, (128, 256), rng, [0, attempt])
+        layer, record = occlude(body, region_of_row, (128, 256), rng, [0, attempt])
         hidden = np.asarray(layer.getchannel("A")) > 0
         assert record["fraction"] == pytest.approx((hidden & body).sum() / body.sum(), abs=1e-4)
         assert 0.2 <= record["fraction"] <= 0.6

@@ -1,76 +1,8 @@
 #!/usr/bin/env python
-"""Pretrain SynthCLIP: a small open_clip CLIP, trained contrastively on the synthetic caption corpus.
-
-Examples::
-
-    python tools/make_synthetic.py --root datasets --preset pretrain
-    python tools/pretrain_clip.py --data datasets/SyntheticCaptions --output pretrained/SynthCLIP-Tiny.pt
-    python tools/pretrain_clip.py --data datasets/SyntheticCaptions --output /tmp/s.pt --epochs 1 --log-dir logs/synthclip
-
-A run is resumable (progress is kept in OUTPUT.resume after every epoch), and a file already made
-from the same captions, model and recipe is reused (say --force to train anew). The output is an
-ordinary open_clip checkpoint: MODEL.BACKBONE.PRETRAIN_PATH loads it, so does
-open_clip.create_model(name, pretrained=FILE). See docs/SYNTHCLIP.md.
-"""
-import argparse
-import logging
+"""Pretrain SynthCLIP: a small open_clip CLIP, trained contrastively on the synthetic caption corpus; the logic lives in agreid.pretrain_clip (run with --help for everything)."""
 import sys
-from pathlib import Path
 
-import torch
-
-from agreid.data.captions import CaptionFileError
-from agreid.synthclip import DEFAULT_OUTPUT, PretrainConfig, inputs_fingerprint, pretrain, read_synthclip_record
-
-DEFAULTS = PretrainConfig()
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="caption corpus folder (with captions.csv) or a CSV file")
-    parser.add_argument("--model", default=DEFAULTS.model, help="open_clip model name (default %(default)s)")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="checkpoint to write (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default %(default)s")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="default %(default)s")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="AdamW peak rate (default %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="default %(default)s")
-    parser.add_argument("--warmup-steps", type=int, default=DEFAULTS.warmup_steps, help="default %(default)s")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default %(default)s")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes (default %(default)s)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="default: cuda when available (AMP), else cpu")
-    parser.add_argument("--log-dir", default=None, help="TensorBoard folder (default: OUTPUT without suffix + _tb)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
-    parser.add_argument("--force", action="store_true", help="train even if OUTPUT was made from the same inputs")
-    parser.add_argument("--no-resume", action="store_true", help="ignore OUTPUT.resume and start from scratch")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    """Pretrain, or say that the existing file is up to date."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config = PretrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed)
-    output = Path(args.output)
-    try:
-        fingerprint = inputs_fingerprint(args.data, config)
-        record = read_synthclip_record(output) if output.is_file() else None
-        if record and record.get("fingerprint") == fingerprint and not args.force and args.max_steps is None:
-            print(f"SynthCLIP {output} is up to date (same captions, model and recipe, fingerprint "
-                  f"{fingerprint}): reusing it. Pass --force to train anew.")
-            return 0
-        log_dir = args.log_dir or str(output.with_suffix("")) + "_tb"
-        record = pretrain(args.data, output, config, device=args.device, num_workers=args.workers,
-                          log_dir=log_dir, resume=not args.no_resume, max_steps=args.max_steps)
-    except (CaptionFileError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"SynthCLIP written to {output}: {record['steps']} steps in {record['seconds']:.0f} s, "
-          f"final loss {record['final_loss']:.4f}")
-    return 0
-
+from agreid.pretrain_clip import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ import agreid
 from agreid.config import ConfigFileError
 from agreid.data.datasets import BadImageError, DatasetLayoutError
 from agreid.engine import AGReIDTrainer, launch
-from agreid.engine.cameras import check_test_cameras
+from agreid.engine.preflight import check_test_cameras
 from agreid.engine.checkpoint import CheckpointMismatchError
 from agreid.engine.preflight import check_config
 from agreid.engine.run_guard import (OutputDirError, OutputDirLock, OutputDirSnapshot, resolve_seed,

@@ -17,7 +17,9 @@ import runpy
 import signal
 import sys
 
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
+from faultkit import REPO
+
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 STATE = os.environ["KILL_STATE"]
 POINTS = [p for p in os.environ.get("KILL_POINTS", "").split(",") if p]
 PENDING = next((p for p in POINTS if not os.path.exists(os.path.join(STATE, p.replace(":", "_")))), None)
@@ -114,7 +116,6 @@ def install() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, TOOLS)
     install()
-    sys.argv = [os.path.join(TOOLS, "train_net.py"), *sys.argv[1:]]
-    runpy.run_path(sys.argv[0], run_name="__main__")
+    sys.argv = [TRAIN_NET, *sys.argv[1:]]
+    runpy.run_path(TRAIN_NET, run_name="__main__")

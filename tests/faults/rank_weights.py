@@ -8,18 +8,22 @@ training) from each rank R: ``{"parameters": {name: tensor}, "buffers": {name: t
 hooks are installed inside each rank's process, so they also hold in the processes fastreid's
 launcher spawns.
 """
+import functools
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "tools"))
-import train_net  # noqa: E402
+from faultkit import REPO
 
-_train_main = train_net.main
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+_INSTALLED = []
 
 
 def install() -> None:
-    """Wrap the phase switch and the end of training to save this rank's weights."""
+    """Wrap the phase switch and the end of training to save this rank's weights (once a process)."""
+    if _INSTALLED:
+        return
+    _INSTALLED.append(True)
     import torch
     from agreid.engine import trainer
     from fastreid.utils import comm
@@ -50,13 +54,26 @@ def install() -> None:
     trainer.AGReIDTrainer.train = train_then_save
 
 
-def main(args):
-    """One rank: :func:`train_net.main` with the hooks (a spawned rank finds this by name)."""
+def in_rank(main_func, *args):
+    """One rank: the hooks, then train_net's ``main_func(*args)``."""
     install()
-    return _train_main(args)
+    return main_func(*args)
+
+
+def fastreid_launch_with_hooks(fastreid_launch, main_func, *args, **kwargs):
+    """fastreid's launch with each rank starting in :func:`in_rank` (mp.spawn pickles functions by
+    module and name: this one is found in the spawned ranks as ``rank_weights.in_rank``)."""
+    return fastreid_launch(functools.partial(in_rank, main_func), *args, **kwargs)
 
 
 if __name__ == "__main__":
-    train_net.main = main  # what train_net.run launches in every rank
-    arguments = train_net.default_argument_parser().parse_args()
-    sys.exit(train_net.run(arguments))
+    import rank_weights  # this file under its own name (its folder is sys.path[0], also in spawned ranks)
+    from agreid.engine import launch
+
+    # A rank torchrun starts runs this script: it trains here. fastreid's launcher spawns its ranks
+    # through agreid.engine.launch's fastreid_launch: they install the hooks in in_rank.
+    rank_weights.install()
+    launching = sys.modules[launch.__module__]  # agreid.engine.launch, the module (its function hides its name)
+    launching.fastreid_launch = functools.partial(rank_weights.fastreid_launch_with_hooks, launching.fastreid_launch)
+    sys.argv = [TRAIN_NET, *sys.argv[1:]]
+    runpy.run_path(TRAIN_NET, run_name="__main__")

@@ -26,7 +26,6 @@ ids, ``0..num_cameras-1`` (a ValueError names any other).
 """
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import os
@@ -36,18 +35,17 @@ import torch
 import torchvision.transforms as T
 from fastreid.data.transforms import ToTensor
 from PIL import Image
-from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .config import get_agreid_cfg
 from .data.datasets import BadImageError, ImageReadError, decode_rgb, verify_images
-from .modeling.deploy import EXPORT_FORMAT, DeployedImageEncoder, build_deployed_encoder
+from .modeling.deploy import (CAMERA_RULES, EXPORT_FORMAT, DeployedImageEncoder, build_deployed_encoder,  # noqa: F401
+                              camera_agnostic_encoder, camera_row)  # the camera rules live with the encoder
 from .serialization import is_safetensors_file, load_checkpoint_file, safetensors_metadata
 
 logger = logging.getLogger(__name__)
 
-CAMERA_RULES = ("mean", "zero")
 # fastreid writes the resolved config of a run here, beside its checkpoints.
 RUN_CONFIG_FILE = "config.yaml"
 
@@ -173,40 +171,6 @@ def inference_transform(input_size, interpolation: str = "bilinear") -> T.Compos
     """The test-time transform for ``input_size`` (height, width): resize as trained, 0-255 tensor."""
     mode = T.InterpolationMode(interpolation)
     return T.Compose([T.Resize(tuple(input_size), interpolation=mode), ToTensor()])
-
-
-def camera_agnostic_encoder(encoder: DeployedImageEncoder, camera: Union[str, int] = "mean") -> DeployedImageEncoder:
-    """A copy of ``encoder`` whose SIE table is one row, the ``camera`` rule's; camera id 0 selects it.
-
-    Args:
-        encoder: a deployed encoder; returned as it is when it has no SIE.
-        camera: ``mean``, ``zero`` or a training camera index (see the module docstring).
-
-    Raises:
-        ValueError: an unknown rule or a camera index outside the SIE table.
-    """
-    table = encoder.backbone.camera_embedding
-    if table is None:
-        return encoder
-    row = camera_row(table.detach(), camera)
-    agnostic = copy.deepcopy(encoder)
-    agnostic.backbone.camera_embedding = nn.Parameter(row.unsqueeze(0).clone(), requires_grad=False)
-    return agnostic.eval()
-
-
-def camera_row(table: Tensor, camera: Union[str, int]) -> Tensor:
-    """The SIE vector (width,) that stands in for an unknown camera under rule ``camera``."""
-    if isinstance(camera, str) and camera.lstrip("-").isdigit():
-        camera = int(camera)
-    if camera == "mean":
-        return table.mean(dim=0)
-    if camera == "zero":
-        return torch.zeros_like(table[0])
-    if isinstance(camera, int):
-        if not 0 <= camera < table.shape[0]:
-            raise ValueError(f"camera {camera} is outside the SIE table (cameras 0..{table.shape[0] - 1}).")
-        return table[camera]
-    raise ValueError(f"camera rule {camera!r}: use one of {CAMERA_RULES} or a camera index.")
 
 
 def resolve_config(weights: str, config_file: str = "", opts: Sequence[str] = ()):

@@ -18,7 +18,10 @@ cast to int would load as meaningless numbers), naming the first bad key
 (:class:`BadWeightsError`).
 
 :func:`save_checkpoint_file` writes through a temporary file that is flushed, fsynced and then
-renamed over the target, so a crash or a full disk leaves the previous file as it was.
+renamed over the target, so a crash or a full disk leaves the previous file as it was. The
+project's one such writer is :func:`write_atomically` (text: :func:`write_text_atomically`): the
+checkpoints, ``last_checkpoint``, the exported image encoder and the experiments' result files
+go through it.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import os
 import pickle
 import re
 import struct
-from typing import Any, Dict, Mapping, Optional
+from typing import IO, Any, Callable, Dict, Mapping, Optional
 
 import torch
 
@@ -48,6 +51,7 @@ __all__ = [
     "plain_values",
     "safetensors_metadata",
     "save_checkpoint_file",
+    "write_atomically",
     "write_text_atomically",
 ]
 
@@ -178,22 +182,33 @@ def save_checkpoint_file(data: Any, path: str) -> None:
         OSError: writing failed; a full disk says "no space left on device" with the path.
     """
     path = os.fspath(path)
-    _write_atomically(path, lambda f: torch.save(data, f), binary=True,
-                      disk_full=f"No space left on device while writing the checkpoint {path}; the "
-                                f"partial file was removed and the previous checkpoint is unchanged")
+    write_atomically(path, lambda f: torch.save(data, f),
+                     disk_full=f"No space left on device while writing the checkpoint {path}; the "
+                               f"partial file was removed and the previous checkpoint is unchanged")
 
 
 def write_text_atomically(text: str, path: str) -> None:
-    """Write a small text file (e.g. ``last_checkpoint``) through a temporary file and a rename."""
-    _write_atomically(path, lambda f: f.write(text), binary=False,
-                      disk_full=f"No space left on device while writing {path}; it is unchanged")
+    """Write a text file (UTF-8; e.g. ``last_checkpoint``, a results table) through :func:`write_atomically`."""
+    write_atomically(path, lambda f: f.write(text), binary=False)
 
 
-def _write_atomically(path: str, write, binary: bool, disk_full: str) -> None:
-    """``write(file)`` into ``path + TEMP_SUFFIX``, flushed and fsynced, then renamed over ``path``."""
+def write_atomically(path: str, write: Callable[[IO], Any], *, binary: bool = True, disk_full: str = "") -> None:
+    """``write(file)`` into ``path + TEMP_SUFFIX``, flushed and fsynced, then renamed over ``path``.
+
+    On any failure (``write`` raising included) the temporary file is removed and ``path`` is
+    left as it was; once this returns, the rename itself is fsynced too (where the system can).
+
+    Args:
+        write: writes the whole content into the open file (bytes, or UTF-8 text when not ``binary``).
+        disk_full: the message of the OSError raised on a full disk (default: names ``path``).
+
+    Raises:
+        OSError: writing failed; a full disk says "no space left on device" with the path.
+    """
+    path = os.fspath(path)
     tmp_path = path + TEMP_SUFFIX
     try:
-        with (_open_for_writing(tmp_path) if binary else open(tmp_path, "w")) as f:
+        with (_open_for_writing(tmp_path) if binary else open(tmp_path, "w", encoding="utf-8")) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -201,7 +216,8 @@ def _write_atomically(path: str, write, binary: bool, disk_full: str) -> None:
     except BaseException as error:
         _remove_quietly(tmp_path)
         if _is_disk_full(error):
-            raise OSError(errno.ENOSPC, disk_full) from error
+            raise OSError(errno.ENOSPC, disk_full or f"No space left on device while writing {path}; "
+                                                     f"it is unchanged") from error
         raise
     _fsync_directory(os.path.dirname(os.path.abspath(path)))
 

@@ -404,22 +404,23 @@ def zero_shot_attributes(model: nn.Module, tokenizer, data: os.PathLike, transfo
 
 
 def linear_probe_attributes(image_features: Tensor, data: os.PathLike, folds: int = 5) -> Dict[str, float]:
-    """Cross-validated accuracy of a logistic regression from image embeddings to each attribute.
+    """Cross-validated accuracy of the project's linear probe from image embeddings to each attribute.
 
     Tells whether the image tower holds an attribute at all, whatever the words: the same
     held-out images and visibility rule as :func:`zero_shot_attributes` (row i of
-    ``image_features`` is row i of ``captions_val.csv``).
+    ``image_features`` is row i of ``captions_val.csv``). The probe and its cross-validation are
+    :func:`agreid.analysis.probes.probe_accuracy` (standardised logistic regression, stratified
+    k-fold over the held-out people, shuffled with seed 0: a person's two images share a fold).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
+    from .analysis.probes import probe_accuracy
 
     data = Path(data)
     paths = [path for path, _ in read_captions(data / VAL_CAPTIONS_FILE, check_images=False)]
+    labels = json.loads((data / LABELS_FILE).read_text())
+    people = np.asarray([labels[str(Path(path).relative_to(data))]["pid"] for path in paths])
     result = {}
     for attribute, (rows, truth) in _shown_attributes(data, paths).items():
-        scores = cross_val_score(LogisticRegression(max_iter=2000), image_features[rows].numpy(),
-                                 np.asarray(truth), cv=folds)
-        result[attribute] = float(scores.mean())
+        result[attribute] = probe_accuracy(image_features[rows].numpy(), np.asarray(truth), folds, groups=people[rows])
     return result
 
 

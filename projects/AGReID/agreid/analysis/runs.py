@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -28,14 +28,18 @@ __all__ = [
     "ATTRIBUTES_FILE",
     "OCCLUSION_FILE",
     "GroundTruthMissingError",
+    "IdentityTruth",
     "TrainedRun",
     "dataset_of",
     "encode_training_images",
     "ground_truth",
+    "identity_attributes",
     "identity_rows",
     "image_key",
+    "image_occlusion",
     "load_run",
     "one_line",
+    "relabelled_items",
     "resolve_weights",
     "run_config",
     "synthetic_identity_key",
@@ -154,12 +158,9 @@ def load_run(path: str, opts: Sequence[str] = (), name: Optional[str] = None, de
 # ------------------------------------------------------------------------------- ground truth
 def dataset_of(cfg, name: Optional[str] = None):
     """The fastreid dataset ``name`` (default: the first of ``DATASETS.NAMES``) under the run's root."""
-    from fastreid.data.datasets import DATASET_REGISTRY
+    from ..data import build_dataset
 
-    from ..engine import dataset_root
-
-    name = name or cfg.DATASETS.NAMES[0]
-    return DATASET_REGISTRY.get(name)(root=dataset_root(cfg), cfg=cfg)
+    return build_dataset(cfg, name or cfg.DATASETS.NAMES[0])
 
 
 def ground_truth(dataset_dir: str, which: str) -> dict:
@@ -216,8 +217,7 @@ def encode_training_images(model, cfg, train_set) -> Tuple[torch.Tensor, torch.T
 
     from ..data.transforms import build_agreid_transforms
 
-    items = [(path, train_set.pid_dict[pid], train_set.cam_dict[cam]) for path, pid, cam in train_set.img_items]
-    dataset = CommDataset(items, build_agreid_transforms(cfg, is_train=False), relabel=False)
+    dataset = CommDataset(relabelled_items(train_set), build_agreid_transforms(cfg, is_train=False), relabel=False)
     loader, _ = build_reid_test_loader(dataset, cfg.TEST.IMS_PER_BATCH, 0, num_workers=0)
     model.eval()
     features, targets = [], []
@@ -232,3 +232,66 @@ def encode_training_images(model, cfg, train_set) -> Tuple[torch.Tensor, torch.T
 def identity_rows(train_set) -> List[str]:
     """The training person ids in text-feature-table order (row k = ``pids[k]``)."""
     return [pid for pid, _ in sorted(train_set.pid_dict.items(), key=lambda item: item[1])]
+
+
+def relabelled_items(train_set) -> List[Tuple[str, int, int]]:
+    """Every training image as the trainer labels it: ``(path, identity row, camera row)``, in
+    ``train_set`` order (fastreid's ``pid_dict``, the trainer's natural-order ``cam_dict``)."""
+    return [(path, train_set.pid_dict[pid], train_set.cam_dict[cam]) for path, pid, cam in train_set.img_items]
+
+
+class IdentityTruth(NamedTuple):
+    """The synthetic ground truth of the training identities, row k = the trainer's label k.
+
+    Attributes:
+        keys: the ``attributes.json`` key of each row (``"0012"``).
+        attributes: each row's true attributes (``{"hair_color": "blond", ...}``).
+        truth: the whole ``attributes.json`` (``schema``, ``identities``, ``hard_pairs``).
+    """
+
+    keys: List[str]
+    attributes: List[Dict[str, str]]
+    truth: dict
+
+    @property
+    def schema(self) -> Dict[str, List[str]]:
+        """Every attribute and its values."""
+        return self.truth["schema"]
+
+
+def identity_attributes(cfg, train_set=None) -> IdentityTruth:
+    """The true attributes of the training identities in the trainer's label order.
+
+    The one place that maps the trainer's labels to the synthetic ground truth: row k is
+    ``identity_rows(train_set)[k]``, the row of V (pseudo-labels) and of T (text features) that
+    training gave identity k.
+
+    Args:
+        train_set: :func:`training_set` of ``cfg`` (built when None).
+
+    Raises:
+        GroundTruthMissingError: the training set has no ``attributes.json`` (not the synthetic data).
+        ValueError: more than one training dataset, or identities that ``attributes.json`` lacks.
+    """
+    if len(cfg.DATASETS.NAMES) != 1:
+        raise ValueError(f"trained on {list(cfg.DATASETS.NAMES)}; the analysis needs one (synthetic) "
+                         f"training dataset")
+    truth = ground_truth(dataset_of(cfg).dataset_dir, ATTRIBUTES_FILE)
+    train_set = training_set(cfg) if train_set is None else train_set
+    keys = [synthetic_identity_key(pid) for pid in identity_rows(train_set)]
+    missing = [key for key in keys if key not in truth["identities"]]
+    if missing:
+        raise ValueError(f"identities {missing[:5]} are not in {ATTRIBUTES_FILE}: another dataset than the run's?")
+    return IdentityTruth(keys, [truth["identities"][key] for key in keys], truth)
+
+
+def image_occlusion(cfg, train_set) -> List[dict]:
+    """The ``occlusion.json`` record of every training image (fraction hidden, hidden regions), in
+    ``train_set`` order.
+
+    Raises:
+        GroundTruthMissingError: the training set has no ``occlusion.json``.
+    """
+    dataset_dir = dataset_of(cfg).dataset_dir
+    occlusion = ground_truth(dataset_dir, OCCLUSION_FILE)
+    return [occlusion[image_key(path, dataset_dir)] for path, _, _ in train_set.img_items]

@@ -56,8 +56,8 @@ from .runs import (
     dataset_of,
     encode_training_images,
     ground_truth,
+    identity_attributes,
     identity_rows,
-    synthetic_identity_key,
     training_set,
 )
 
@@ -168,17 +168,14 @@ def diagnose_run(run: TrainedRun, reference_norm: Optional[float] = None) -> dic
     if len(cfg.DATASETS.NAMES) != 1:
         raise ValueError(f"{run.weights}: trained on {list(cfg.DATASETS.NAMES)}; the diagnostics need one "
                          f"(synthetic) training dataset")
-    truth = ground_truth(dataset_of(cfg).dataset_dir, ATTRIBUTES_FILE)
+    ground_truth(dataset_of(cfg).dataset_dir, ATTRIBUTES_FILE)  # before anything slow
     text_features, source = text_features_of(model)
     train_set = training_set(cfg)
-    rows = [synthetic_identity_key(pid) for pid in identity_rows(train_set)]
+    rows = identity_rows(train_set)
     if len(rows) != text_features.shape[0]:
         raise ValueError(f"{run.weights}: {text_features.shape[0]} rows of text features but "
                          f"{len(rows)} training identities in {cfg.DATASETS.NAMES[0]}")
-    missing = [key for key in rows if key not in truth["identities"]]
-    if missing:
-        raise ValueError(f"identities {missing[:5]} are not in {ATTRIBUTES_FILE}: another dataset than the run's?")
-    attributes = [truth["identities"][key] for key in rows]
+    rows, attributes, truth = identity_attributes(cfg, train_set)
 
     features, targets = encode_training_images(model, cfg, train_set)
     norms = text_features.norm(dim=1)

@@ -37,10 +37,11 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import synthetic
-from .synthetic import (ATTRIBUTE_SCHEMA, IMAGE_HEIGHT, IMAGE_WIDTH, OCCLUDER_TYPES, PathLike, _STREAM,
-                        _appearance, _make_cameras, _make_identities, _occluded_flags, _sample_identity,
-                        render_images)
+from .synthetic.drawing import make_cameras, render_images
+from .synthetic.people import appearance, make_identities, occluded_flags, sample_identity
+from .synthetic.schema import (ATTRIBUTE_SCHEMA, ATTRIBUTES_FILE, IMAGE_HEIGHT, IMAGE_WIDTH, OCCLUDER_TYPES, PRESETS,
+                               STREAM, PathLike)
+from .synthetic.writer import build_folder_once, write_json
 
 __all__ = [
     "ATTRIBUTE_REGION",
@@ -265,30 +266,30 @@ def describe(attributes: Dict[str, str], hidden_regions: Sequence[str], occluder
 def reid_attribute_keys(seed: int) -> Set[Tuple[str, ...]]:
     """Attribute combinations of every identity of every ReID preset made with ``seed``."""
     keys: Set[Tuple[str, ...]] = set()
-    for preset in synthetic.PRESETS.values():
-        identities, _ = _make_identities(preset, seed)
+    for preset in PRESETS.values():
+        identities, _ = make_identities(preset, seed)
         keys |= {tuple(identity["attributes"][name] for name in ATTRIBUTE_SCHEMA) for identity in identities.values()}
     return keys
 
 
 def _make_people(preset: CaptionPreset, seed: int) -> Dict[int, Dict[str, Any]]:
     """People of the corpus (pretraining first, then held-out), none a ReID identity's twin."""
-    rng = np.random.default_rng([seed, _STREAM["caption_identity"]])
+    rng = np.random.default_rng([seed, STREAM["caption_identity"]])
     excluded = reid_attribute_keys(seed)
     people: Dict[int, Dict[str, Any]] = {}
     for pid in range(1, preset.num_ids + preset.num_val_ids + 1):
         while True:
-            attributes, params = _sample_identity(rng)
+            attributes, params = sample_identity(rng)
             if tuple(attributes[name] for name in ATTRIBUTE_SCHEMA) not in excluded:
                 break
         people[pid] = {"attributes": attributes, "params": params,
                        "split": "train" if pid <= preset.num_ids else "val",
-                       "appearance": _appearance(attributes, params)}
+                       "appearance": appearance(attributes, params)}
     return people
 
 
 def _make_plan(preset: CaptionPreset, people: Dict[int, Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
-    rng = np.random.default_rng([seed, _STREAM["caption_plan"]])
+    rng = np.random.default_rng([seed, STREAM["caption_plan"]])
     plan: Dict[str, List[Dict[str, Any]]] = {"train": [], "val": []}
     for pid, person in people.items():
         count = preset.images_per_id if person["split"] == "train" else preset.val_images_per_id
@@ -298,7 +299,7 @@ def _make_plan(preset: CaptionPreset, people: Dict[int, Dict[str, Any]], seed: i
             plan[person["split"]].append({"pid": pid, "camid": camid,
                                           "name": f"{person['split']}/{pid:05d}_c{camid:02d}_{k}.jpg"})
     for split, items in plan.items():
-        for index, (item, occluded) in enumerate(zip(items, _occluded_flags(len(items), preset.occluded_ratio, rng))):
+        for index, (item, occluded) in enumerate(zip(items, occluded_flags(len(items), preset.occluded_ratio, rng))):
             item.update(split=f"caption_{split}", index=index, occluded=bool(occluded))
     return plan["train"] + plan["val"]
 
@@ -338,7 +339,7 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
         for split in ("train", "val"):
             (work_dir / split).mkdir()
         context = {"seed": seed, "identities": people, "dataset_dir": str(work_dir),
-                   "cameras": _make_cameras(config.num_cameras, seed, stream="caption_camera")}
+                   "cameras": make_cameras(config.num_cameras, seed, stream="caption_camera")}
         logger.info("Drawing %d captioned images (preset %s, seed %d)", len(items), preset, seed)
         records = render_images(items, context, num_workers)
 
@@ -346,15 +347,15 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
         labels = {}
         for item in items:
             record = records[item["name"]]
-            rng = np.random.default_rng([seed, _STREAM["caption_text"], _STREAM[item["split"]], item["index"]])
+            rng = np.random.default_rng([seed, STREAM["caption_text"], STREAM[item["split"]], item["index"]])
             caption, _ = describe(people[item["pid"]]["attributes"], record["regions"], record["occluder"], rng)
             rows[people[item["pid"]]["split"]].append((item["name"], caption))
             labels[item["name"]] = {"pid": f"{item['pid']:05d}", "camid": item["camid"],
                                     "occluder": record["occluder"], "regions": record["regions"]}
         _write_csv(work_dir / CAPTIONS_FILE, rows["train"])
         _write_csv(work_dir / VAL_CAPTIONS_FILE, rows["val"])
-        synthetic._write_json(work_dir / LABELS_FILE, labels)
-        synthetic._write_json(work_dir / synthetic.ATTRIBUTES_FILE, {
+        write_json(work_dir / LABELS_FILE, labels)
+        write_json(work_dir / ATTRIBUTES_FILE, {
             "schema": ATTRIBUTE_SCHEMA,
             "identities": {f"{pid:05d}": person["attributes"] for pid, person in people.items()},
         })
@@ -366,8 +367,8 @@ def generate_captions(root: PathLike, preset: str = "pretrain-tiny", seed: int =
         return {"preset": preset, "seed": seed, "version": CAPTIONS_VERSION, "splits": splits,
                 "config": asdict(config)}
 
-    return synthetic.build_folder_once(Path(root) / CAPTION_DIR, "caption corpus", preset, seed, CAPTIONS_VERSION,
-                                       overwrite, draw)
+    return build_folder_once(Path(root) / CAPTION_DIR, "caption corpus", preset, seed, CAPTIONS_VERSION,
+                             overwrite, draw)
 
 
 class CaptionFileError(ValueError):

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 RULES = ("error", "mean")
 
-__all__ = ["RULES", "UnseenCameraError", "check_test_cameras", "map_test_cameras", "record_train_cameras"]
+__all__ = ["RULES", "UnseenCameraError", "map_test_cameras", "record_train_cameras"]
 
 
 class UnseenCameraError(ValueError):
@@ -105,25 +105,3 @@ def record_train_cameras(cfg, cameras: Sequence[str]):
     if frozen:
         cfg.freeze()
     return cfg
-
-
-def check_test_cameras(cfg) -> None:
-    """Map every test set's cameras once, and check that its queries have true matches, so an
-    unseen camera or a test set with nothing to rank stops the run before any work.
-
-    Raises:
-        UnseenCameraError: under ``TEST.UNSEEN_CAMERA error``, naming the camera and a file.
-        ValueError: no query has a gallery image of its identity in another camera.
-    """
-    from fastreid.data.datasets import DATASET_REGISTRY
-
-    from .preflight import check_query_matches
-    from .trainer import dataset_root
-
-    for name in cfg.DATASETS.TESTS:
-        data = DATASET_REGISTRY.get(name)(root=dataset_root(cfg), cfg=cfg)
-        map_test_cameras(cfg, name, getattr(data, "dataset_name", name), list(data.query) + list(data.gallery))
-        unmatched = check_query_matches(name, data.query, data.gallery)
-        if unmatched:
-            logger.warning("%s: %d of %d queries have no gallery image of their identity in another camera; "
-                           "the evaluation skips them.", name, unmatched, len(data.query))

@@ -15,20 +15,19 @@ against the model and the config before anything is loaded.
   then the re-initialised parameters are listed by name;
 * resuming with another stage-1 length than the checkpoint's is refused.
 
-:class:`PhaseState` is the checkpointable record of the training phase.
+The checkpointable record of the training phase is :class:`agreid.phases.PhaseState`; the hook
+that keeps ``last_checkpoint`` at sound weights is :class:`agreid.engine.hooks.NonFiniteGuard`.
 """
 from __future__ import annotations
 
 import logging
 import os
-import sys
-import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from fastreid.engine.train_loop import HookBase
 from fastreid.utils.checkpoint import Checkpointer
 
 from ..modeling.deploy import uses_quick_gelu
+from ..phases import GUIDE
 from ..serialization import (
     all_finite,
     check_weights,
@@ -235,7 +234,7 @@ class AtomicCheckpointer(Checkpointer):
             return
         phase = (checkpoint.get("phase") or {}).get("phase")
         epoch = checkpoint.get("epoch")
-        if phase == "guide" and ours is not None and epoch is not None and int(epoch) + 1 < int(ours):
+        if phase == GUIDE and ours is not None and epoch is not None and int(epoch) + 1 < int(ours):
             raise CheckpointMismatchError(
                 f"Cannot resume from {path}: it is a stage-2 checkpoint of epoch {epoch}, but "
                 f"SOLVER.STAGE1.MAX_EPOCH {ours} would put that epoch back in stage 1.")
@@ -263,68 +262,6 @@ class AtomicCheckpointer(Checkpointer):
                        "entr(ies) not used: %s", path, len(reinitialised), ", ".join(reinitialised) or "none",
                        len(unexpected), ", ".join(unexpected) or "none")
         return None  # nothing left for fastreid to log
-
-
-class PhaseState:
-    """Checkpointable record of the training phase (``{"phase": "align" | "guide"}``).
-
-    Why it must load before the optimiser: the two phases train different parameters with
-    different optimisers, and the optimiser state in a checkpoint belongs to the phase it was
-    saved in. Loading this record first puts the trainer in that phase, which builds that
-    phase's optimiser; the optimiser state that follows in the checkpoint then lands in the
-    right optimiser (with the other phase's optimiser its parameter groups would not match).
-    fastreid loads checkpointables in the order they were given, so pass ``phase=`` before
-    ``optimizer=``.
-    """
-
-    def __init__(self, trainer):
-        self._trainer = weakref.proxy(trainer)
-
-    def state_dict(self) -> Dict[str, str]:
-        """``{"phase": name}``: a plain value, loadable with ``weights_only``."""
-        return {"phase": self._trainer.phase}
-
-    def load_state_dict(self, state: Dict[str, str]) -> None:
-        """Enter the recorded phase (optimiser only; its data is built when training starts)."""
-        self._trainer.enter_phase(state["phase"], build_data=False)
-
-
-class NonFiniteGuard(HookBase):
-    """Keep ``last_checkpoint`` at a checkpoint whose weights gave a finite loss.
-
-    fastreid raises ``FloatingPointError`` in the step whose loss is NaN/Inf, before the
-    optimiser steps. The weights that step used are those of any checkpoint saved since the
-    previous step finished; such a checkpoint (e.g. weights blown up to 1e30, finite but
-    useless) would make ``--resume`` fail again at once. On that error those checkpoints are
-    renamed ``*.pth.bad`` and ``last_checkpoint`` goes back to the last verified one.
-    """
-
-    def __init__(self):
-        self._saves_before_step = 0
-        self._verified = 0
-
-    def before_train(self):
-        self._verified = self._saves_before_step = len(self._saved())
-
-    def _saved(self) -> List[str]:
-        return getattr(self.trainer.checkpointer, "saved", [])
-
-    def before_step(self):
-        self._saves_before_step = len(self._saved())
-
-    def after_step(self):
-        # The step's loss was finite, so every checkpoint saved before it is sound.
-        self._verified = self._saves_before_step
-
-    def after_train(self):
-        error = sys.exc_info()[1]
-        if not isinstance(error, FloatingPointError) or isinstance(error, NonFiniteWeightsError):
-            return
-        checkpointer = self.trainer.checkpointer
-        if not hasattr(checkpointer, "discard_last_save"):
-            return
-        for _ in range(len(self._saved()) - self._verified):
-            checkpointer.discard_last_save("give a NaN/Inf loss at the next step")
 
 
 def resolve_eval_config(cfg, weights_path: str) -> Dict[str, Any]:

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import logging
 import math
-
-from typing import Any, Callable, Optional
+import sys
+from typing import Any, Callable, List, Optional
 
 from fastreid.engine import hooks
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 
-from ..phases import ALIGN, GUIDE, PhaseSchedule
+from ..phases import COSINE, PhaseSchedule, solver_node
+from .checkpoint import NonFiniteWeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ class PhaseSwitchHook(HookBase):
 
     def after_epoch(self):
         epoch = self.trainer.epoch
-        if (self._schedule.phase_at(epoch) == ALIGN and self._schedule.is_last_epoch_of_phase(epoch)
-                and comm.is_main_process()):
-            self.trainer.checkpointer.save("model_stage1", epoch=epoch)
+        record = self._schedule.record(self._schedule.phase_at(epoch))
+        if record.end_checkpoint and self._schedule.is_last_epoch_of_phase(epoch) and comm.is_main_process():
+            self.trainer.checkpointer.save(record.end_checkpoint, epoch=epoch)
 
 
 class PhaseLRScheduler(HookBase):
@@ -64,15 +65,14 @@ class PhaseLRScheduler(HookBase):
 
     def factor(self, phase: str, epoch: int) -> float:
         """Multiplier of ``initial_lr`` at phase-local epoch ``epoch`` of ``phase``."""
-        if phase == ALIGN:
-            s1 = self._cfg.SOLVER.STAGE1
-            base, start, warm = s1.BASE_LR, s1.WARMUP_LR, s1.WARMUP_EPOCHS
+        solver = solver_node(self._cfg, phase)
+        if self._schedule.record(phase).lr_shape == COSINE:
+            base, start, warm = solver.BASE_LR, solver.WARMUP_LR, solver.WARMUP_EPOCHS
             if epoch < warm:
                 return (start + (base - start) * epoch / warm) / base
-            span = max(s1.MAX_EPOCH - warm, 1)
+            span = max(solver.MAX_EPOCH - warm, 1)
             cosine = 0.5 * (1 + math.cos(math.pi * (epoch - warm) / span))
-            return (s1.ETA_MIN_LR + (base - s1.ETA_MIN_LR) * cosine) / base
-        solver = self._cfg.SOLVER
+            return (solver.ETA_MIN_LR + (base - solver.ETA_MIN_LR) * cosine) / base
         warm = solver.WARMUP_EPOCHS
         if epoch < warm:
             alpha = epoch / warm
@@ -88,10 +88,15 @@ class PhaseLRScheduler(HookBase):
                                    smoothing_hint=False)
 
 
-def _period_ends(schedule: PhaseSchedule, phase: str, period: int, epoch: int) -> bool:
-    """Whether global epoch ``epoch`` is in ``phase`` and ends a multiple of ``period`` of its epochs."""
-    return (period > 0 and schedule.phase_at(epoch) == phase
-            and (schedule.local_epoch(epoch) + 1) % period == 0)
+def _period_ends(schedule: PhaseSchedule, period: int, epoch: int) -> bool:
+    """Whether global epoch ``epoch`` ends a multiple of ``period`` epochs of its own phase."""
+    return period > 0 and (schedule.local_epoch(epoch) + 1) % period == 0
+
+
+def _evaluation_due(schedule: PhaseSchedule, period: int, epoch: int) -> bool:
+    """Whether ``TEST.EVAL_PERIOD`` (``period``) falls at the end of ``epoch``: only in a phase
+    whose record says it is evaluated."""
+    return schedule.record(schedule.phase_at(epoch)).evaluated and _period_ends(schedule, period, epoch)
 
 
 class PhaseEvalHook(hooks.EvalHook):
@@ -112,13 +117,13 @@ class PhaseEvalHook(hooks.EvalHook):
         self._schedule = schedule
 
     def after_epoch(self):
-        if _period_ends(self._schedule, GUIDE, self._period, self.trainer.epoch):
+        if _evaluation_due(self._schedule, self._period, self.trainer.epoch):
             self._do_eval()
 
     def after_train(self):
         epoch = getattr(self.trainer, "epoch", -1)
         # Only after a complete run, and not twice when its last epoch was already evaluated.
-        if epoch + 1 >= self.trainer.max_epoch and not _period_ends(self._schedule, GUIDE, self._period, epoch):
+        if epoch + 1 >= self.trainer.max_epoch and not _evaluation_due(self._schedule, self._period, epoch):
             self._do_eval()
         del self._func
 
@@ -126,26 +131,26 @@ class PhaseEvalHook(hooks.EvalHook):
 class PhaseCheckpointHook(HookBase):
     """Periodic checkpoints counted in the epochs of each phase (replaces fastreid's).
 
+    Each phase's record (:class:`~agreid.phases.Phase`) gives its prefix and period:
+
     - stage 1: ``model_stage1_NNNN.pth`` every ``SOLVER.STAGE1.CHECKPOINT_PERIOD`` stage-1
       epochs (``NNNN`` = stage-1 epoch, 0-based), except at the last one, which
-      :class:`PhaseSwitchHook` saves as ``model_stage1.pth``;
+      :class:`PhaseSwitchHook` saves as ``model_stage1.pth`` (the phase's end checkpoint);
     - stage 2: ``model_NNNN.pth`` every ``SOLVER.CHECKPOINT_PERIOD`` stage-2 epochs
-      (``NNNN`` = stage-2 epoch, 0-based) and ``model_best.pth`` when the metric improved;
+      (``NNNN`` = stage-2 epoch, 0-based) and ``model_best.pth`` when the metric improved
+      (in the evaluated phase);
     - the end of the run: ``model_final.pth`` (and ``model_best.pth`` when it is the best).
 
     Every checkpoint stores the *global* ``epoch``, from which ``--resume`` continues.
 
     Args:
         checkpointer: the trainer's checkpointer.
-        schedule: the run's phase schedule.
-        stage1_period: ``SOLVER.STAGE1.CHECKPOINT_PERIOD`` (0 or less = none during stage 1).
-        stage2_period: ``SOLVER.CHECKPOINT_PERIOD`` (0 or less = none during stage 2).
+        schedule: the run's phase schedule (:meth:`PhaseSchedule.from_config`).
     """
 
-    def __init__(self, checkpointer, schedule: PhaseSchedule, stage1_period: int, stage2_period: int):
+    def __init__(self, checkpointer, schedule: PhaseSchedule):
         self.checkpointer = checkpointer
         self._schedule = schedule
-        self._periods = {ALIGN: int(stage1_period), GUIDE: int(stage2_period)}
         self.best_metric = -1.0
         self._metric_name: Optional[str] = None
 
@@ -167,12 +172,49 @@ class PhaseCheckpointHook(HookBase):
             self._save_best(state)
             self.checkpointer.save("model_final", **state)
             return
-        phase, local = self._schedule.phase_at(epoch), self._schedule.local_epoch(epoch)
-        if not _period_ends(self._schedule, phase, self._periods[phase], epoch):
+        record = self._schedule.record(self._schedule.phase_at(epoch))
+        if not _period_ends(self._schedule, record.checkpoint_period, epoch):
             return
-        if phase == ALIGN:
-            if not self._schedule.is_last_epoch_of_phase(epoch):
-                self.checkpointer.save(f"model_stage1_{local:04d}", **state)
-        else:
+        if record.end_checkpoint and self._schedule.is_last_epoch_of_phase(epoch):
+            return  # PhaseSwitchHook saves the phase's end checkpoint
+        if record.evaluated:
             self._save_best(state)  # before the periodic one, so last_checkpoint names the latter
-            self.checkpointer.save(f"model_{local:04d}", **state)
+        self.checkpointer.save(f"{record.checkpoint_prefix}{self._schedule.local_epoch(epoch):04d}", **state)
+
+
+class NonFiniteGuard(HookBase):
+    """Keep ``last_checkpoint`` at a checkpoint whose weights gave a finite loss.
+
+    fastreid raises ``FloatingPointError`` in the step whose loss is NaN/Inf, before the
+    optimiser steps. The weights that step used are those of any checkpoint saved since the
+    previous step finished; such a checkpoint (e.g. weights blown up to 1e30, finite but
+    useless) would make ``--resume`` fail again at once. On that error those checkpoints are
+    renamed ``*.pth.bad`` and ``last_checkpoint`` goes back to the last verified one.
+    """
+
+    def __init__(self):
+        self._saves_before_step = 0
+        self._verified = 0
+
+    def before_train(self):
+        self._verified = self._saves_before_step = len(self._saved())
+
+    def _saved(self) -> List[str]:
+        return getattr(self.trainer.checkpointer, "saved", [])
+
+    def before_step(self):
+        self._saves_before_step = len(self._saved())
+
+    def after_step(self):
+        # The step's loss was finite, so every checkpoint saved before it is sound.
+        self._verified = self._saves_before_step
+
+    def after_train(self):
+        error = sys.exc_info()[1]
+        if not isinstance(error, FloatingPointError) or isinstance(error, NonFiniteWeightsError):
+            return
+        checkpointer = self.trainer.checkpointer
+        if not hasattr(checkpointer, "discard_last_save"):
+            return
+        for _ in range(len(self._saved()) - self._verified):
+            checkpointer.discard_last_save("give a NaN/Inf loss at the next step")

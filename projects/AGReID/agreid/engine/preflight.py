@@ -2,20 +2,24 @@
 the keys and values, instead of a hang in a sampler or a traceback from deep in the trainer.
 
 :func:`check_config` needs only the config; :func:`check_identity_batches` also needs the
-training set (its number of identities); :func:`check_query_matches` the test items.
+training set (its number of identities); :func:`check_query_matches` the test items;
+:func:`check_test_cameras` reads the test sets and maps their cameras.
 """
 from __future__ import annotations
 
 import inspect
+import logging
 from collections import defaultdict
 from typing import Dict, List, Sequence, Set, Tuple
 
 import torch
 
-from .cameras import RULES
+from .cameras import RULES, map_test_cameras
 
-__all__ = ["IDENTITY_SAMPLERS", "check_config", "check_identity_batches", "check_query_matches",
+__all__ = ["IDENTITY_SAMPLERS", "check_config", "check_identity_batches", "check_query_matches", "check_test_cameras",
            "optimizer_names"]
+
+logger = logging.getLogger(__name__)
 
 # fastreid's samplers that draw NUM_INSTANCE images of each of IMS_PER_BATCH / NUM_INSTANCE
 # identities: they loop forever when the batch cannot be filled that way.
@@ -129,3 +133,22 @@ def check_query_matches(dataset_name: str, query: Sequence[Tuple], gallery: Sequ
         raise ValueError(f"Test set {dataset_name}: no query has a true match in the gallery (e.g. {path}): "
                          f"{why}.")
     return len(unmatched)
+
+
+def check_test_cameras(cfg) -> None:
+    """Map every test set's cameras once, and check that its queries have true matches, so an
+    unseen camera or a test set with nothing to rank stops the run before any work.
+
+    Raises:
+        UnseenCameraError: under ``TEST.UNSEEN_CAMERA error``, naming the camera and a file.
+        ValueError: no query has a gallery image of its identity in another camera.
+    """
+    from ..data import build_dataset
+
+    for name in cfg.DATASETS.TESTS:
+        data = build_dataset(cfg, name)
+        map_test_cameras(cfg, name, getattr(data, "dataset_name", name), list(data.query) + list(data.gallery))
+        unmatched = check_query_matches(name, data.query, data.gallery)
+        if unmatched:
+            logger.warning("%s: %d of %d queries have no gallery image of their identity in another camera; "
+                           "the evaluation skips them.", name, unmatched, len(data.query))

@@ -10,31 +10,26 @@ from typing import Optional, Tuple
 import torch
 from fastreid.data import build_reid_test_loader, build_reid_train_loader
 from fastreid.data.common import CommDataset
-from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.utils import comm
 from fastreid.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..compat import sync_buffers
-from ..data import verify_images
+from ..data import build_dataset, verify_images
 from ..data.transforms import build_agreid_transforms
 from ..modeling.clip_loader import skip_pretrained_weights
-from ..phases import ALIGN, GUIDE, PHASES, PhasedModel, PhaseSchedule, check_phase
+from ..phases import (ALIGN, FEATURES, GUIDE, PHASES, PhasedModel, PhaseSchedule, PhaseState, check_phase,
+                      phase_records, solver_node)
 from .feature_cache import CachedFeatureLoader, compute_feature_cache
 from .cameras import map_test_cameras, record_train_cameras
-from .checkpoint import AtomicCheckpointer, NonFiniteGuard, NonFiniteWeightsError, PhaseState, resolve_eval_config
+from .checkpoint import AtomicCheckpointer, NonFiniteWeightsError, resolve_eval_config
 from .preflight import check_identity_batches
-from .hooks import PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
+from .hooks import NonFiniteGuard, PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
 from .progress import Progress, with_phase_printer
 from .run_guard import epoch_seed, seed_generators
 
 logger = logging.getLogger(__name__)
-
-
-def dataset_root(cfg) -> str:
-    """``DATASETS.ROOT``, else ``$FASTREID_DATASETS``, else ``datasets`` (fastreid's rule)."""
-    return cfg.DATASETS.ROOT or os.getenv("FASTREID_DATASETS", "datasets")
 
 
 def natural_key(label) -> tuple:
@@ -70,12 +65,10 @@ class AGReIDTrainer(DefaultTrainer):
         self._defer_hooks = False
         self._image_loader = self._trainer.data_loader
         if self.has_phases:
-            self.schedule = PhaseSchedule(
-                stage1_epochs=cfg.SOLVER.STAGE1.MAX_EPOCH,
-                stage2_epochs=cfg.SOLVER.MAX_EPOCH,
-                align_iters_per_epoch=max(len(self._image_loader.dataset) // cfg.SOLVER.STAGE1.IMS_PER_BATCH, 1),
-                guide_iters_per_epoch=self.iters_per_epoch,
-            )
+            # Stage 1 steps over the cached features of the same images, in batches of its own.
+            cached_batches = len(self._image_loader.dataset) // phase_records(cfg)[ALIGN].batch_size
+            self.schedule = PhaseSchedule.from_config(
+                cfg, align_iters_per_epoch=max(cached_batches, 1), guide_iters_per_epoch=self.iters_per_epoch)
             self.max_epoch = self.schedule.max_epoch
             self.max_iter = self.schedule.iterations_before(self.max_epoch)
             self.checkpointer = AtomicCheckpointer(
@@ -114,31 +107,56 @@ class AGReIDTrainer(DefaultTrainer):
             build_data: also build the phase's data (feature cache or text-feature table);
                 False when only the optimiser must exist, e.g. while loading a checkpoint.
         """
-        check_phase(phase)
+        record = self.schedule.record(phase)
         model = self.unwrapped_model
         if phase != self.phase:
-            logger.info("Entering phase '%s'", phase)
+            logger.info("Entering phase '%s' (%s)", phase, record.label)
             model.set_phase(phase)
-            optimizer = self.build_phase_optimizer(self.cfg, model, phase)
-            self._trainer.optimizer = optimizer
-            self.checkpointer.checkpointables["optimizer"] = optimizer
+            self._set_fastreid_state(optimizer=self.build_phase_optimizer(self.cfg, model, phase))
             self.phase, self.phase_ready = phase, False
         if build_data and not self.phase_ready:
-            if phase == ALIGN:
+            if record.data == FEATURES:
                 features, targets = self.feature_cache()
-                loader = CachedFeatureLoader(
-                    features, targets,
-                    self.cfg.SOLVER.STAGE1.IMS_PER_BATCH // comm.get_world_size(),
-                    seed=int(self.cfg.SEED) + comm.get_rank())
+                loader = CachedFeatureLoader(features, targets, record.batch_size // comm.get_world_size(),
+                                             seed=int(self.cfg.SEED) + comm.get_rank())
             else:
                 model.build_text_features()
                 self._feature_cache = None
                 loader = self._image_loader
             self.iters_per_epoch = self.schedule.iters_per_epoch(phase)
+            self._set_fastreid_state(loader=loader, forget_losses=True)
+            self.phase_ready = True
+
+    def _set_fastreid_state(self, optimizer=None, loader=None, sampler_seed: Optional[int] = None,
+                            restart_loader: bool = False, forget_losses: bool = False) -> None:
+        """The one place that writes into fastreid's trainer state that fastreid has no API for.
+
+        fastreid's ``DefaultTrainer`` keeps one optimiser and one endless data loader for the
+        whole run; AG-ReID's phases swap both, so this writes:
+
+        - ``optimizer``: ``self._trainer.optimizer`` (the inner ``SimpleTrainer``/``AMPTrainer``
+          steps it) and the checkpointer's ``"optimizer"`` checkpointable;
+        - ``loader``: ``self._trainer.data_loader`` and a fresh ``_data_loader_iter`` of it
+          (the previous iterator's prefetch thread is stopped first);
+        - ``sampler_seed``: the ``_seed`` of fastreid's identity sampler of the current loader
+          (the same stream on every rank, sharded), then ``restart_loader`` makes a new iterator;
+        - ``forget_losses``: drops the previous phase's ``loss_*`` and ``total_loss`` histories
+          from the event storage, so the log shows only the current phase's losses.
+        """
+        if optimizer is not None:
+            self._trainer.optimizer = optimizer
+            self.checkpointer.checkpointables["optimizer"] = optimizer
+        if loader is not None:
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = self._restart(loader)
+        if sampler_seed is not None:
+            sampler = getattr(getattr(self._trainer.data_loader, "batch_sampler", None), "sampler", None)
+            if hasattr(sampler, "_seed"):
+                sampler._seed = sampler_seed
+        if restart_loader:
+            self._trainer._data_loader_iter = iter(self._trainer.data_loader)
+        if forget_losses:
             self._forget_losses_of_other_phases()
-            self.phase_ready = True
 
     def _forget_losses_of_other_phases(self) -> None:
         """Drop logged losses of the previous phase, so the log shows only the current ones."""
@@ -190,11 +208,12 @@ class AGReIDTrainer(DefaultTrainer):
         and ``WEIGHT_DECAY_BIAS`` for biases. Each group records its full rate as
         ``initial_lr`` for :class:`PhaseLRScheduler`.
         """
-        solver = cfg.SOLVER.STAGE1 if check_phase(phase) == ALIGN else cfg.SOLVER
+        solver = solver_node(cfg, phase)
+        bias_factors = phase_records(cfg)[phase].bias_factors
         groups = []
         for name, param in model.trainable_parameters(phase):
             lr, weight_decay = solver.BASE_LR, solver.WEIGHT_DECAY
-            if phase == GUIDE and name.endswith("bias"):
+            if bias_factors and name.endswith("bias"):
                 lr *= cfg.SOLVER.BIAS_LR_FACTOR
                 weight_decay = cfg.SOLVER.WEIGHT_DECAY_BIAS
             groups.append({"params": [param], "lr": lr, "initial_lr": lr,
@@ -252,8 +271,7 @@ class AGReIDTrainer(DefaultTrainer):
             if isinstance(hook, hooks.EvalHook):
                 hook = PhaseEvalHook(self.schedule, cfg.TEST.EVAL_PERIOD, test_and_save_results)
             elif isinstance(hook, hooks.PeriodicCheckpointer):
-                hook = PhaseCheckpointHook(self.checkpointer, self.schedule,
-                                           cfg.SOLVER.STAGE1.CHECKPOINT_PERIOD, cfg.SOLVER.CHECKPOINT_PERIOD)
+                hook = PhaseCheckpointHook(self.checkpointer, self.schedule)
             phased.append(hook)
         return [PhaseSwitchHook(self.schedule), PhaseLRScheduler(cfg, self.schedule), *phased]
 
@@ -271,8 +289,7 @@ class AGReIDTrainer(DefaultTrainer):
         items = []
         for name in cfg.DATASETS.NAMES:
             # cfg: the datasets of your own (ReIDFolder, ReIDList) read their keys; others ignore it.
-            data = DATASET_REGISTRY.get(name)(root=dataset_root(cfg),
-                                              combineall=cfg.DATASETS.COMBINEALL, cfg=cfg)
+            data = build_dataset(cfg, name, combineall=cfg.DATASETS.COMBINEALL)
             if comm.is_main_process():
                 data.show_train()
             if not data.train:
@@ -297,7 +314,7 @@ class AGReIDTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         """fastreid's test loader over checked images; returns ``(loader, num_query)``."""
-        data = DATASET_REGISTRY.get(dataset_name)(root=dataset_root(cfg), cfg=cfg)
+        data = build_dataset(cfg, dataset_name)
         if comm.is_main_process():
             data.show_test()
         if not data.query or not data.gallery:
@@ -370,14 +387,14 @@ class AGReIDTrainer(DefaultTrainer):
         loader = self._trainer.data_loader
         if isinstance(loader, CachedFeatureLoader):
             loader.reseed(seed + comm.get_rank())
+            seed_generators(seed + comm.get_rank())
+            self._set_fastreid_state(restart_loader=True)
         else:
             # Stop the prefetching first: it draws from the generators being re-seeded.
             self._stop_prefetching(loader)
-            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
-            if hasattr(sampler, "_seed"):
-                sampler._seed = seed  # fastreid's samplers: the same stream on every rank, sharded
-        seed_generators(seed + comm.get_rank())
-        self._trainer._data_loader_iter = iter(loader)
+            self._set_fastreid_state(sampler_seed=seed)
+            seed_generators(seed + comm.get_rank())
+            self._set_fastreid_state(restart_loader=True)
 
     def _restart(self, loader):
         """A new iterator of ``loader``, after stopping the prefetch thread of the previous one

@@ -33,7 +33,13 @@ from open_clip.model import _build_vision_tower
 from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
-from ..serialization import check_weights, is_safetensors_file, load_checkpoint_file, safetensors_metadata
+from ..serialization import (
+    check_weights,
+    is_safetensors_file,
+    load_checkpoint_file,
+    safetensors_metadata,
+    write_atomically,
+)
 from .clip_backbone import CLIPImageEncoder
 from .clip_loader import clip_uses_quick_gelu  # also re-exported: callers import it from here
 from .meta_arch import _DEPLOYED_MODULES, AGReID, test_feature
@@ -196,6 +202,45 @@ class DeployedImageEncoder(nn.Module):
         return test_feature(features, self.bnneck, self.bnneck_proj)
 
 
+# The camera-agnostic rules: an image of unknown camera uses the mean of the SIE table's rows,
+# or no camera embedding at all (zeros); a training camera index picks that camera's row.
+CAMERA_RULES = ("mean", "zero")
+
+
+def camera_agnostic_encoder(encoder: DeployedImageEncoder, camera: Union[str, int] = "mean") -> DeployedImageEncoder:
+    """A copy of ``encoder`` whose SIE table is one row, the ``camera`` rule's; camera id 0 selects it.
+
+    Args:
+        encoder: a deployed encoder; returned as it is when it has no SIE.
+        camera: ``mean``, ``zero`` or a training camera index (see :data:`CAMERA_RULES`: the mean of the table's rows, or zeros).
+
+    Raises:
+        ValueError: an unknown rule or a camera index outside the SIE table.
+    """
+    table = encoder.backbone.camera_embedding
+    if table is None:
+        return encoder
+    row = camera_row(table.detach(), camera)
+    agnostic = copy.deepcopy(encoder)
+    agnostic.backbone.camera_embedding = nn.Parameter(row.unsqueeze(0).clone(), requires_grad=False)
+    return agnostic.eval()
+
+
+def camera_row(table: Tensor, camera: Union[str, int]) -> Tensor:
+    """The SIE vector (width,) that stands in for an unknown camera under rule ``camera``."""
+    if isinstance(camera, str) and camera.lstrip("-").isdigit():
+        camera = int(camera)
+    if camera == "mean":
+        return table.mean(dim=0)
+    if camera == "zero":
+        return torch.zeros_like(table[0])
+    if isinstance(camera, int):
+        if not 0 <= camera < table.shape[0]:
+            raise ValueError(f"camera {camera} is outside the SIE table (cameras 0..{table.shape[0] - 1}).")
+        return table[camera]
+    raise ValueError(f"camera rule {camera!r}: use one of {CAMERA_RULES} or a camera index.")
+
+
 def build_image_encoder(settings: EncoderSettings) -> DeployedImageEncoder:
     """A deployed encoder with random weights: CLIP's vision tower only, nothing of the text side."""
     # open_clip's vision-tower builder is the one its CLIP class calls; the public
@@ -276,7 +321,8 @@ def build_deployed_encoder(cfg=None, weights_path: str = "", *, quick_gelu: Opti
 def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
     """Write ``encoder``'s weights and settings to ``path`` as safetensors (read by
     :func:`build_deployed_encoder`): tensors plus a JSON text of :class:`EncoderSettings` in
-    the header's metadata, nothing that could run code when read.
+    the header's metadata, nothing that could run code when read. Written whole or not at all
+    (:func:`agreid.serialization.write_atomically`): a failure leaves an earlier file as it was.
 
     Raises:
         BadWeightsError: a weight holds NaN/Inf; nothing is written.
@@ -284,19 +330,14 @@ def save_deployed_encoder(encoder: DeployedImageEncoder, path: str) -> None:
     if encoder.settings is None:
         raise ValueError("This encoder has no settings: build it with build_deployed_encoder, or "
                          "DeployedImageEncoder.from_agreid(model, EncoderSettings.from_config(cfg, ...)).")
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state_dict = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in encoder.state_dict().items()}
     check_weights(state_dict, "the image encoder", outcome=f"{path} was not written")
     metadata = {"format": EXPORT_FORMAT, "version": str(EXPORT_VERSION),
                 "settings": json.dumps(encoder.settings.to_dict(), sort_keys=True)}
-    tmp_path = f"{path}.tmp"
-    try:
-        save_file(state_dict, tmp_path, metadata=metadata)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    data = save(state_dict, metadata=metadata)  # the safetensors file's bytes
+    write_atomically(path, lambda f: f.write(data))
 
 
 class ProgramEncoder(nn.Module):
@@ -317,8 +358,6 @@ class ProgramEncoder(nn.Module):
         self.num_cameras = encoder.backbone.num_cameras
         self.with_camids = camera is None and self.num_cameras > 0
         if self.num_cameras > 0 and camera is not None:
-            from ..predictor import camera_agnostic_encoder  # the predictor imports this module
-
             encoder = camera_agnostic_encoder(encoder, camera)
         self.encoder = encoder
         self.camids_message = (f"camids must be training camera ids in 0..{self.num_cameras - 1} "

@@ -16,7 +16,7 @@ Threshold = Optional[Union[str, float]]
 
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
 
-__all__ = ["Threshold", "noise_mask", "otsu_threshold", "parse_threshold", "threshold_from_config"]
+__all__ = ["Threshold", "mask_threshold", "noise_mask", "otsu_threshold", "parse_threshold", "threshold_from_config"]
 
 
 def threshold_from_config(cfg) -> Threshold:
@@ -87,17 +87,26 @@ def noise_mask(similarities: Tensor, threshold: Threshold) -> Tensor:
         A mask of 0.0 and 1.0 with the shape and dtype of ``similarities``.
     """
     similarities = similarities.detach()
-    gamma = parse_threshold(threshold)
-    if gamma is None:
+    cut = mask_threshold(similarities, threshold)
+    if cut is None:
         return torch.ones_like(similarities)
-    if gamma == "otsu":
-        cut = otsu_threshold(similarities)
-    elif isinstance(gamma, str):
-        quantile = float(_PERCENTILE.fullmatch(gamma).group(1)) / 100
-        cut = torch.quantile(similarities.flatten().float(), quantile)
-    else:
-        cut = gamma
     return (similarities > cut).to(similarities.dtype)
+
+
+def mask_threshold(similarities: Tensor, threshold: Threshold) -> Optional[Union[Tensor, float]]:
+    """The cut gamma that :func:`noise_mask` applies to ``similarities`` (a batch's B*r values).
+
+    Returns:
+        A 0-d tensor for ``"otsu"`` and ``"pNN"`` (computed from the values), the number itself
+        for a fixed threshold, None for no mask.
+    """
+    gamma = parse_threshold(threshold)
+    if gamma == "otsu":
+        return otsu_threshold(similarities.detach())
+    if isinstance(gamma, str):
+        quantile = float(_PERCENTILE.fullmatch(gamma).group(1)) / 100
+        return torch.quantile(similarities.detach().flatten().float(), quantile)
+    return gamma
 
 
 def parse_threshold(threshold: Threshold) -> Threshold:

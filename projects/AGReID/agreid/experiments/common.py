@@ -1,4 +1,4 @@
-"""Helpers shared by the experiment tools (ablate.py, reproduce_paper.py, the probes).
+"""What the experiment tools share (the ablations, the paper reproduction, the probes).
 
 Running ``tools/train_net.py`` as a subprocess, reading the final evaluation table from its
 ``log.txt``, fingerprinting a resolved config, mean ± std over seeds, the paired difference of
@@ -15,10 +15,24 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _find_repo() -> str:
+    """The repository root (the folder holding ``tools/train_net.py``): found above this file in
+    a source checkout, else the working directory (experiments are run from the root)."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    while True:
+        if os.path.isfile(os.path.join(folder, "tools", "train_net.py")):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return os.getcwd()
+        folder = parent
+
+
+REPO = _find_repo()
 TRAIN_NET = os.path.join("tools", "train_net.py")
 METRICS = ("mAP", "Rank-1", "Rank-5", "Rank-10")
 
@@ -190,12 +204,10 @@ def update_markdown(path: str, sections: Dict[str, str]) -> None:
 
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from ..serialization import write_text_atomically
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text_atomically(text, path)  # flushed, fsynced, renamed; a failure leaves the old file
 
 
 def write_json(path: str, data) -> None:
@@ -271,42 +283,3 @@ def publish(result: dict, table: str, output_dir: str, stem: str, figure: Option
 def repo_path(path: str) -> str:
     """``path`` as train_net.py sees it: relative paths are relative to the repository root."""
     return path if os.path.isabs(path) else os.path.join(REPO, path)
-
-
-# --------------------------------------------------------------- template slots and body regions
-# The body region a learnable slot of an attribute template describes, from the word the slot
-# qualifies (the next word, or the previous one when the slots end the sentence, "carrying X X").
-# Regions are those of the synthetic data's occlusion.json (head, upper, lower, feet, hidden when
-# at least half of the region is covered); "whole" is the person as a whole, hidden when any
-# region is. The synthetic people carry their bags on the torso (backpack, shoulder bag, a
-# handbag at the hip), so "carrying" maps to the upper body; a hat is on the head.
-SLOT_REGIONS = {
-    "person": "whole", "body": "whole",
-    "hair": "head", "hat": "head",
-    "upper": "upper", "carrying": "upper",
-    "lower": "lower",
-    "shoes": "feet",
-}
-
-
-def slot_words(sentence: str) -> List[str]:
-    """The word each learnable ``X`` of a template qualifies ('' for a slot with no word near it).
-
-    ``"A photo of a X X person with X X hair, ... carrying X X."`` gives
-    ``["person", "person", "hair", "hair", ..., "carrying", "carrying"]``.
-    """
-    words = re.findall(r"[A-Za-z]+", sentence)
-    is_slot = [w in ("X", "x") for w in words]
-    result = []
-    for index, word in enumerate(words):
-        if not is_slot[index]:
-            continue
-        after = next((w for w, s in zip(words[index:], is_slot[index:]) if not s), None)
-        before = next((w for w, s in zip(reversed(words[:index]), reversed(is_slot[:index])) if not s), None)
-        result.append((after or before or "").lower())
-    return result
-
-
-def slot_labels(sentence: str) -> List[str]:
-    """``"1 person"``, ``"2 person"``, ``"3 hair"``...: slot number (1-based) and its word."""
-    return [f"{i + 1} {w}".strip() for i, w in enumerate(slot_words(sentence))]
