@@ -13,6 +13,7 @@ key named in a docstring, a comment or an error message does not count):
   an f-string never counts.
 """
 import ast
+import functools
 import os
 from typing import Dict, List, Set, Tuple
 
@@ -78,6 +79,7 @@ def _docstrings(tree: ast.AST) -> Set[int]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def reads_of(text: str) -> Tuple[Set[Pair], Set[str]]:
     """The ``(PARENT, LEAF)`` pairs a source reads from config nodes, and its dotted key strings."""
     tree = ast.parse(text)
