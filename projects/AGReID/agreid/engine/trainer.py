@@ -387,14 +387,12 @@ class AGReIDTrainer(DefaultTrainer):
         loader = self._trainer.data_loader
         if isinstance(loader, CachedFeatureLoader):
             loader.reseed(seed + comm.get_rank())
-            seed_generators(seed + comm.get_rank())
-            self._set_fastreid_state(restart_loader=True)
         else:
             # Stop the prefetching first: it draws from the generators being re-seeded.
             self._stop_prefetching(loader)
             self._set_fastreid_state(sampler_seed=seed)
-            seed_generators(seed + comm.get_rank())
-            self._set_fastreid_state(restart_loader=True)
+        seed_generators(seed + comm.get_rank())
+        self._set_fastreid_state(restart_loader=True)
 
     def _restart(self, loader):
         """A new iterator of ``loader``, after stopping the prefetch thread of the previous one
