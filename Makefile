@@ -7,7 +7,8 @@ FAISS_EXTRA ?= cpu
 STAMP := $(VENV)/.agreid-installed
 DATA_ROOT ?= datasets
 DEMO_DIR ?= logs/demo
-SYNTHCLIP ?= pretrained/SynthCLIP-Tiny.pt
+# The shipped SynthCLIP (named with its recipe's fingerprint; `make synthclip` retrains it).
+SYNTHCLIP ?= pretrained/SynthCLIP-Tiny-db1d6ea3.safetensors
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-quick gpu-check synthclip clean-demo
@@ -42,10 +43,11 @@ gpu-check: $(STAMP)
 demo: $(STAMP)
 	SYNTHCLIP=$(SYNTHCLIP) bash tools/demo.sh $(DATA_ROOT) $(DEMO_DIR)
 
-# The caption corpus and SynthCLIP alone (reused when its inputs are unchanged); `make demo` does this too.
+# The caption corpus and SynthCLIP alone (reused when its inputs are unchanged; FORCE=1 trains anew). The
+# repository ships the result, so only a changed recipe needs this; `make demo` runs it when the file is missing.
 synthclip: $(STAMP)
 	$(PY) tools/make_synthetic.py --root $(DATA_ROOT) --preset pretrain --seed 0
-	$(PY) tools/pretrain_clip.py --data $(DATA_ROOT)/SyntheticCaptions --output $(SYNTHCLIP)
+	$(PY) tools/pretrain_clip.py --data $(DATA_ROOT)/SyntheticCaptions --output $(SYNTHCLIP) $(if $(FORCE),--force,)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -1,9 +1,10 @@
-"""Pretrain SynthCLIP: a small open_clip CLIP, trained contrastively on the synthetic caption corpus.
+"""Pretrain SynthCLIP: a small open_clip CLIP, trained contrastively on the synthetic caption corpus
+(with a pretraining-only attribute objective, discarded afterwards: --aux).
 
 Examples::
 
     python tools/make_synthetic.py --root datasets --preset pretrain
-    python tools/pretrain_clip.py --data datasets/SyntheticCaptions --output pretrained/SynthCLIP-Tiny.pt
+    python tools/pretrain_clip.py --data datasets/SyntheticCaptions      # the shipped file, pretrained/SynthCLIP-Tiny-<fingerprint>.safetensors
     python tools/pretrain_clip.py --data datasets/SyntheticCaptions --output /tmp/s.pt --epochs 1 --log-dir logs/synthclip
 
 A run is resumable (progress is kept in OUTPUT.resume after every epoch), and a file already made
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .data.captions import CaptionFileError
-from .synthclip import DEFAULT_OUTPUT, PretrainConfig, inputs_fingerprint, pretrain, read_synthclip_record
+from .synthclip import AUX_OBJECTIVES, AUX_SCHEDULES, DEFAULT_OUTPUT, PretrainConfig, inputs_fingerprint, pretrain, read_synthclip_record
 
 DEFAULTS = PretrainConfig()
 
@@ -36,7 +37,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="default %(default)s")
     parser.add_argument("--warmup-steps", type=int, default=DEFAULTS.warmup_steps, help="default %(default)s")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default %(default)s")
+    parser.add_argument("--aux", default=DEFAULTS.aux, choices=AUX_OBJECTIVES,
+                        help="pretraining-only objective beside the contrastive loss (default %(default)s)")
+    parser.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight, help="default %(default)s")
+    parser.add_argument("--aux-schedule", default=DEFAULTS.aux_schedule, choices=AUX_SCHEDULES,
+                        help="the auxiliary weight over the run (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the cores left after the loader workers)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="default: cuda when available (AMP), else cpu")
     parser.add_argument("--log-dir", default=None, help="TensorBoard folder (default: OUTPUT without suffix + _tb)")
@@ -51,7 +59,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     config = PretrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed)
+                            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
+                            aux=args.aux, aux_weight=args.aux_weight, aux_schedule=args.aux_schedule)
     output = Path(args.output)
     try:
         fingerprint = inputs_fingerprint(args.data, config)
@@ -62,7 +71,8 @@ def main(argv=None) -> int:
             return 0
         log_dir = args.log_dir or str(output.with_suffix("")) + "_tb"
         record = pretrain(args.data, output, config, device=args.device, num_workers=args.workers,
-                          log_dir=log_dir, resume=not args.no_resume, max_steps=args.max_steps)
+                          log_dir=log_dir, resume=not args.no_resume, max_steps=args.max_steps,
+                          threads=args.threads)
     except (CaptionFileError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

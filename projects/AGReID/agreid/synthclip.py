@@ -5,10 +5,14 @@ words, so AG-ReID's attribute prompts mean nothing to it. This module pretrains 
 model on :mod:`agreid.data.captions` with open_clip's own model, transforms, tokenizer and
 loss (``open_clip.create_model_and_transforms``, ``open_clip.get_tokenizer``,
 ``open_clip.loss.ClipLoss``), and measures what it learned: zero-shot attribute classification
-and image/text retrieval on held-out people.
+and image/text retrieval on held-out people. A pretraining-only auxiliary objective (an attribute
+classifier on the pooled image embedding, or a caption decoder with open_clip's ``CoCaLoss``)
+breaks the contrastive loss's symmetry for small attributes such as hair colour; it is
+discarded, and the text tower learns words from captions only.
 
-The output is an ordinary open_clip checkpoint (``{"state_dict": ..., "name": ...}`` plus a
-``synthclip`` record of how it was made): ``MODEL.BACKBONE.PRETRAIN_PATH FILE`` and
+The output is an ordinary open_clip checkpoint of the CLIP towers: a float16 safetensors file
+(what the repository ships, the record in its header) or ``{"state_dict": ..., "name": ...}`` plus
+a ``synthclip`` record of how it was made: ``MODEL.BACKBONE.PRETRAIN_PATH FILE`` and
 ``open_clip.create_model(name, pretrained=FILE)`` both load it.
 """
 from __future__ import annotations
@@ -27,21 +31,27 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import open_clip
 import torch
-from open_clip.loss import ClipLoss
+from open_clip.loss import ClipLoss, CoCaLoss
 from PIL import Image
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .data.captions import CAPTIONS_FILE, LABELS_FILE, VAL_CAPTIONS_FILE, CaptionFileError, is_visible, read_captions
 from .data.synthetic import ATTRIBUTES_FILE, ATTRIBUTE_SCHEMA, MARKER_FILE
 from .modeling import clip_loader as _clip_loader  # registers the project's open_clip model configs
-from .serialization import CheckpointFileError, load_checkpoint_file, save_checkpoint_file
+from .serialization import (CheckpointFileError, is_safetensors_file, load_checkpoint_file, safetensors_metadata,
+                            save_checkpoint_file, write_atomically)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_OUTPUT",
+    "SHIPPED_CORPUS",
+    "recipe_fingerprint",
+    "save_synthclip",
+    "shipped_path",
     "PIXEL_MEAN",
     "PIXEL_STD",
     "PretrainConfig",
@@ -58,8 +68,8 @@ __all__ = [
     "zero_shot_prompts",
 ]
 
-# Where configs/Synthetic/*.yml look for SynthCLIP (relative to the repository root).
-DEFAULT_OUTPUT = "pretrained/SynthCLIP-Tiny.pt"
+# The corpus the shipped SynthCLIP is pretrained on (tools/make_synthetic.py --preset pretrain --seed 0).
+SHIPPED_CORPUS = ("pretrain", 0)
 # The pixel normalisation of every config that fine-tunes from SynthCLIP (0.5/0.5, CLIP-ReID's).
 PIXEL_MEAN = (0.5, 0.5, 0.5)
 PIXEL_STD = (0.5, 0.5, 0.5)
@@ -79,6 +89,15 @@ class PretrainConfig:
         warmup_steps: linear warm-up steps.
         seed: seeds the weights, the order of the data and the augmentation.
         crop_scale: RandomResizedCrop area range (timm's, with the aspect ratio of the images kept).
+        aux: the pretraining-only objective beside the contrastive loss that breaks its symmetry
+            (see :class:`AttributeHead` and :class:`CaptionHead`): ``"attributes"`` (a linear head
+            from the pooled image embedding to the generator's attributes), ``"caption"`` (a
+            small decoder that writes the caption from the pooled image embedding, open_clip's
+            ``MultimodalTransformer`` and ``CoCaLoss``) or ``"none"`` (contrastive only). The head
+            is discarded: the saved file holds the CLIP towers only.
+        aux_weight: the auxiliary loss's weight at its start.
+        aux_schedule: ``"constant"``, or ``"linear"`` (from ``aux_weight`` down to 0 at the last step).
+        caption_layers: decoder blocks of the caption head.
     """
 
     model: str = "AGReID-Tiny-ViT"
@@ -89,15 +108,43 @@ class PretrainConfig:
     warmup_steps: int = 200
     seed: int = 0
     crop_scale: Tuple[float, float] = (0.8, 1.0)
+    aux: str = "attributes"
+    aux_weight: float = 10.0
+    aux_schedule: str = "constant"
+    caption_layers: int = 1
+
+    def __post_init__(self):
+        if self.aux not in AUX_OBJECTIVES:
+            raise ValueError(f"unknown auxiliary objective aux={self.aux!r}: choose one of {list(AUX_OBJECTIVES)}")
+        if self.aux_schedule not in AUX_SCHEDULES:
+            raise ValueError(f"unknown aux_schedule {self.aux_schedule!r}: choose one of {list(AUX_SCHEDULES)}")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        self.crop_scale = tuple(self.crop_scale)
+
+    def aux_weight_at(self, step: int, total: int) -> float:
+        """The auxiliary loss's weight at ``step`` of ``total``."""
+        if self.aux == "none":
+            return 0.0
+        if self.aux_schedule == "linear":
+            return self.aux_weight * max(0.0, 1.0 - step / max(total, 1))
+        return self.aux_weight
+
+
+AUX_OBJECTIVES = ("none", "attributes", "caption")
+AUX_SCHEDULES = ("constant", "linear")
+IGNORE = -100  # an attribute the image does not show (cross_entropy's ignore_index)
 
 
 class PairDataset(Dataset):
     """Image-caption pairs: ``(image tensor, token ids)``, captions tokenised once up front."""
 
-    def __init__(self, pairs: Sequence[Tuple[str, str]], transform, tokenizer):
+    def __init__(self, pairs: Sequence[Tuple[str, str]], transform, tokenizer, targets: Optional[Tensor] = None):
         self.paths = [path for path, _ in pairs]
         self.tokens = tokenizer([caption for _, caption in pairs])  # (N, context_length)
         self.transform = transform
+        # Per pair, what the auxiliary head learns (attribute indices, or caption ids); None for none.
+        self.targets = targets
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -109,7 +156,133 @@ class PairDataset(Dataset):
                 pixels = self.transform(image.convert("RGB"))
         except OSError as error:
             raise OSError(f"cannot read image {path}: {error}") from error
-        return pixels, self.tokens[index]
+        if self.targets is None:
+            return pixels, self.tokens[index]
+        return pixels, self.tokens[index], self.targets[index]
+
+
+def attribute_targets(data: os.PathLike, paths: Sequence[str]) -> Tensor:
+    """``(N, attributes)`` value indices (``ATTRIBUTE_SCHEMA`` order) of the people in ``paths``,
+    ``IGNORE`` where the image does not show the attribute (``captions.is_visible``).
+
+    Reads the corpus's ``labels.json`` (image -> person, hidden regions) and ``attributes.json``.
+    """
+    data = Path(data)
+    labels_path, people_path = data / LABELS_FILE, data / ATTRIBUTES_FILE
+    for path in (labels_path, people_path):
+        if not path.is_file():
+            raise CaptionFileError(f"{path} is missing: the attribute objective needs the caption corpus's "
+                                   f"ground truth (make it with tools/make_synthetic.py --preset pretrain)")
+    labels = json.loads(labels_path.read_text())
+    people = json.loads(people_path.read_text())["identities"]
+    targets = torch.full((len(paths), len(ATTRIBUTE_SCHEMA)), IGNORE, dtype=torch.long)
+    for row, path in enumerate(paths):
+        key = str(Path(path).relative_to(data))
+        try:
+            label = labels[key]
+        except KeyError:
+            raise CaptionFileError(f"{labels_path} has no entry for {key}") from None
+        person = people[label["pid"]]
+        for column, (attribute, values) in enumerate(ATTRIBUTE_SCHEMA.items()):
+            if is_visible(attribute, person, label["regions"]):
+                targets[row, column] = values.index(person[attribute])
+    return targets
+
+
+class AttributeHead(nn.Module):
+    """A cosine classifier from the pooled image embedding to every attribute.
+
+    Pretraining only (discarded when the file is written). Contrastive learning alone sits at a
+    saddle for small attributes such as hair colour: while neither tower varies with a word, the
+    gradient that would teach either is zero. Supervising the image embedding gives the image
+    side a start, and the contrastive loss then teaches the text tower the words.
+
+    The logits are ``scale`` times the cosine between the embedding and each value's weight
+    vector: a plain linear head on a unit-length embedding starts with logits near 0 and weights
+    that grow slowly, so for hundreds of steps it passes almost no gradient back to the tower.
+    """
+
+    def __init__(self, embed_dim: int, scale: float = 10.0):
+        super().__init__()
+        self.sizes = [len(values) for values in ATTRIBUTE_SCHEMA.values()]
+        self.scale = scale
+        self.weight = nn.Parameter(torch.randn(sum(self.sizes), embed_dim) * embed_dim ** -0.5)
+
+    def logits(self, image_features: Tensor) -> List[Tensor]:
+        """Per attribute, ``(N, values)`` logits."""
+        cosine = F.normalize(image_features.float(), dim=-1) @ F.normalize(self.weight, dim=-1).T
+        return list((self.scale * cosine).split(self.sizes, dim=1))
+
+    def forward(self, image_features: Tensor, targets: Tensor) -> Tensor:
+        """Mean over attributes of the cross-entropy on the images that show each (0 if none do)."""
+        losses = []
+        for column, attribute_logits in enumerate(self.logits(image_features)):
+            target = targets[:, column]
+            if (target != IGNORE).any():  # an all-ignored batch would give NaN
+                losses.append(F.cross_entropy(attribute_logits, target, ignore_index=IGNORE))
+        # (nothing to learn from: a zero that still joins the graph, so backward() works)
+        return torch.stack(losses).mean() if losses else self.weight.sum() * 0.0
+
+
+class CaptionHead(nn.Module):
+    """A small caption decoder that writes the caption from the pooled image embedding alone.
+
+    open_clip's ``MultimodalTransformer`` (causal self-attention, cross-attention to the image)
+    over a vocabulary renumbered to the corpus's own tokens (index 0 is padding, which
+    ``CoCaLoss`` ignores), trained with open_clip's ``CoCaLoss``. It attends to one token, the
+    projected pooled embedding, so every word it writes must be in that embedding. Pretraining
+    only: discarded when the file is written.
+    """
+
+    def __init__(self, embed_dim: int, vocabulary: Tensor, context_length: int, width: int = 128,
+                 layers: int = 1, heads: int = 4):
+        super().__init__()
+        from open_clip.transformer import MultimodalTransformer
+
+        # vocabulary: the sorted token ids of the corpus, 0 (padding) first.
+        self.register_buffer("vocabulary", vocabulary, persistent=False)
+        self.image_projection = nn.Linear(embed_dim, width)
+        self.token_embedding = nn.Embedding(len(vocabulary), width)
+        self.positional_embedding = nn.Parameter(torch.randn(context_length, width) * 0.01)
+        self.decoder = MultimodalTransformer(width=width, layers=layers, heads=heads, context_length=context_length,
+                                             output_dim=len(vocabulary))
+        # open_clip 3.3.0 leaves the decoder's output projection as torch.empty (uninitialised memory:
+        # NaN or huge values from the first step) and its init_parameters() reads a self.transformer it
+        # does not have, so it is initialised here as that method means to (normal, std width^-0.5).
+        nn.init.normal_(self.decoder.text_projection, std=width ** -0.5)
+
+    def compact(self, tokens: Tensor) -> Tensor:
+        """Token ids renumbered into the corpus vocabulary (positions in ``vocabulary``)."""
+        return torch.searchsorted(self.vocabulary, tokens)
+
+    def forward(self, image_features: Tensor, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(logits (N, L-1, V), labels (N, L-1))``: each position predicts the next token."""
+        ids = self.compact(tokens)
+        inputs, labels = ids[:, :-1], ids[:, 1:]
+        text = self.token_embedding(inputs) + self.positional_embedding[:inputs.shape[1]]
+        image = self.image_projection(image_features.float()).unsqueeze(1)
+        return self.decoder(image, text), labels
+
+
+def corpus_vocabulary(tokens: Tensor) -> Tensor:
+    """The sorted distinct token ids of a tokenised corpus, padding (0) first."""
+    return torch.unique(torch.cat([tokens.flatten(), torch.zeros(1, dtype=tokens.dtype)]))
+
+
+def build_aux_head(config: "PretrainConfig", model: nn.Module, tokens: Tensor) -> Optional[nn.Module]:
+    """The auxiliary head of ``config.aux`` (None for "none"), seeded from ``config.seed``."""
+    if config.aux == "none":
+        return None
+    embed_dim = open_clip.get_model_config(config.model)["embed_dim"]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed + 7919)
+    try:
+        if config.aux == "attributes":
+            return AttributeHead(embed_dim)
+        return CaptionHead(embed_dim, corpus_vocabulary(tokens), context_length=tokens.shape[1],
+                           layers=config.caption_layers)
+    finally:
+        torch.random.set_rng_state(generator_state)
 
 
 def _check_model_name(name: str) -> None:
@@ -139,13 +312,65 @@ def inputs_fingerprint(data: os.PathLike, config: PretrainConfig) -> str:
     return digest.hexdigest()[:16]
 
 
+def recipe_fingerprint(config: Optional[PretrainConfig] = None, preset: str = SHIPPED_CORPUS[0],
+                       seed: int = SHIPPED_CORPUS[1]) -> str:
+    """A hash of the recipe as the code states it: model config, ``config``, and the corpus's
+    preset, seed and generator versions (not its bytes, so it needs no generated data).
+
+    The shipped file is named with it, and a test compares it with the one the file records: a
+    change of recipe without a retrained file fails CI.
+    """
+    from .data.captions import CAPTION_PRESETS, CAPTIONS_VERSION
+    from .data.synthetic import GENERATOR_VERSION
+
+    config = config or PretrainConfig()
+    _check_model_name(config.model)
+    recipe = {"model": open_clip.get_model_config(config.model), "recipe": asdict(config),
+              "corpus": {"preset": preset, "seed": seed, "config": asdict(CAPTION_PRESETS[preset]),
+                         "captions_version": CAPTIONS_VERSION, "generator_version": GENERATOR_VERSION}}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def shipped_path(config: Optional[PretrainConfig] = None) -> str:
+    """``pretrained/SynthCLIP-Tiny-<recipe fingerprint>.safetensors``: the file the repository ships."""
+    return f"pretrained/SynthCLIP-Tiny-{recipe_fingerprint(config)}.safetensors"
+
+
+def _corpus_recipe_fingerprint(csv_path: Path, config: PretrainConfig) -> Optional[str]:
+    """:func:`recipe_fingerprint` of the corpus ``csv_path`` belongs to (None when it has no marker)."""
+    marker = csv_path.parent / MARKER_FILE
+    try:
+        done = json.loads(marker.read_text())
+        return recipe_fingerprint(config, done["preset"], done["seed"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def read_synthclip_record(path: os.PathLike) -> Optional[Dict[str, Any]]:
     """The ``synthclip`` record of a pretrained file, or None (not a SynthCLIP file, or unreadable)."""
     try:
+        if is_safetensors_file(os.fspath(path)):
+            record = safetensors_metadata(os.fspath(path)).get(RECORD_KEY)
+            return json.loads(record) if record else None
         checkpoint = load_checkpoint_file(path)
-    except (OSError, CheckpointFileError):
+    except (OSError, CheckpointFileError, ValueError):
         return None
     return checkpoint.get(RECORD_KEY) if isinstance(checkpoint, dict) else None
+
+
+def save_synthclip(state_dict: Dict[str, Tensor], record: Dict[str, Any], path: os.PathLike) -> None:
+    """Write the CLIP towers to ``path`` atomically: a ``.safetensors`` file (float16, the record as
+    JSON metadata) or a ``torch.save`` dict ``{"name", "state_dict", "synthclip"}`` otherwise."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save
+
+        tensors = {key: (value.half() if value.is_floating_point() else value).contiguous()
+                   for key, value in state_dict.items()}
+        data = save(tensors, metadata={"name": record["config"]["model"], RECORD_KEY: json.dumps(record)})
+        write_atomically(path, lambda f: f.write(data))
+    else:
+        save_checkpoint_file({"name": record["config"]["model"], "state_dict": state_dict, RECORD_KEY: record}, path)
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -187,7 +412,7 @@ def build_model_and_transforms(model_name: str, crop_scale: Tuple[float, float] 
 
 def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, device: str = "cpu",
              num_workers: int = 1, log_dir: Optional[str] = None, resume: bool = True,
-             max_steps: Optional[int] = None) -> Dict[str, Any]:
+             max_steps: Optional[int] = None, threads: Optional[int] = None) -> Dict[str, Any]:
     """Pretrain ``config.model`` on the pairs of ``data`` and write an open_clip checkpoint to ``output``.
 
     Progress is saved after every epoch to ``output + ".resume"`` (model, optimiser, step), which
@@ -202,6 +427,8 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
         log_dir: TensorBoard folder (loss, learning rate, logit scale); None for none.
         resume: continue an interrupted run of the same inputs.
         max_steps: stop after this many steps in all (tests); the schedule still spans all epochs.
+        threads: torch's CPU threads (on "cpu"); default: the cores left after the loader
+            workers. On 2 cores, 2 threads beside a decoding worker ran 3x slower than 1 thread.
 
     Returns:
         The ``synthclip`` record written into the checkpoint.
@@ -217,26 +444,41 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
     output = Path(output)
     state_path = output.with_name(output.name + ".resume")
 
+    caller_threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - num_workers))
     torch.manual_seed(config.seed)
     model, train_transform, _ = build_model_and_transforms(config.model, config.crop_scale)
     model.to(device)
     tokenizer = open_clip.get_tokenizer(config.model)
     dataset = PairDataset(pairs, train_transform, tokenizer)
+    aux_head = build_aux_head(config, model, dataset.tokens)
+    if config.aux == "attributes":
+        dataset.targets = attribute_targets(csv_path.parent, dataset.paths)
+    elif config.aux == "caption":
+        dataset.targets = dataset.tokens
+    if aux_head is not None:
+        aux_head.to(device)
     steps_per_epoch = len(dataset) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{csv_path} has {len(dataset)} pairs, fewer than one batch of {config.batch_size}")
     total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr,
+    trained = nn.ModuleDict({"clip": model, **({"aux": aux_head} if aux_head is not None else {})})
+    optimizer = torch.optim.AdamW(_parameter_groups(trained, config.weight_decay), lr=config.lr,
                                   betas=(0.9, 0.98), eps=1e-6)
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = ClipLoss()
+    # open_clip's losses: ClipLoss, or CoCaLoss (contrastive + captioning, padding ignored).
+    loss_fn = CoCaLoss(caption_loss_weight=1.0, clip_loss_weight=1.0, pad_id=0) if config.aux == "caption" \
+        else ClipLoss()
 
     start_epoch, step = 0, 0
     if resume and state_path.is_file():
         state = load_checkpoint_file(state_path)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["state_dict"])
+            if aux_head is not None:
+                aux_head.load_state_dict(state["aux_state_dict"])
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             start_epoch, step = state["epoch"], state["step"]
@@ -254,8 +496,8 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
                 config.model, sum(p.numel() for p in model.parameters()) / 1e6, len(dataset),
                 config.epochs, steps_per_epoch, config.batch_size, device)
     started = time.perf_counter()
-    loss_value = float("nan")
-    model.train()
+    loss_value = aux_value = float("nan")
+    trained.train()
     for epoch in range(start_epoch, config.epochs):
         # Everything random in an epoch follows from (seed, epoch), so a resumed run is the same run:
         # the order (the generator), loader workers (seeded from it) and in-process transforms.
@@ -266,16 +508,27 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
         loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
                             num_workers=num_workers, generator=torch.Generator().manual_seed(epoch_seed))
         bar = tqdm(loader, desc=f"SynthCLIP epoch {epoch + 1}/{config.epochs}", dynamic_ncols=True, leave=False)
-        for images, tokens in bar:
+        for batch in bar:
             lr = _lr_at(step, total_steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
+            images, tokens = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            aux_weight = config.aux_weight_at(step, total_steps)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 image_features, text_features, logit_scale = model(images, tokens)[:3]
-                loss = loss_fn(image_features, text_features, logit_scale)
+                if config.aux == "caption":
+                    logits, labels = aux_head(image_features, batch[2].to(device))
+                    contrastive, aux_loss = loss_fn(image_features, text_features, logits.float(), labels, logit_scale)
+                elif config.aux == "attributes":
+                    contrastive = loss_fn(image_features, text_features, logit_scale)
+                    aux_loss = aux_head(image_features, batch[2].to(device))
+                else:
+                    contrastive = loss_fn(image_features, text_features, logit_scale)
+                    aux_loss = torch.zeros((), device=images.device)
+                loss = contrastive + aux_weight * aux_loss
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"SynthCLIP pretraining: contrastive loss is {loss.item()} at step {step}")
+                raise FloatingPointError(f"SynthCLIP pretraining: loss is {loss.item()} at step {step} (contrastive "
+                                         f"{contrastive.item()}, {config.aux} {aux_loss.item()})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -283,32 +536,40 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
             with torch.no_grad():
                 # CLIP's clamp: the temperature never exceeds 100.
                 model.logit_scale.clamp_(0, math.log(100))
-            loss_value = loss.item()
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
+            loss_value, aux_value = contrastive.item(), aux_loss.item()
+            bar.set_postfix(loss=f"{loss_value:.3f}", aux=f"{aux_value:.3f}", lr=f"{lr:.2e}")
             if writer is not None:
                 writer.add_scalar("synthclip/loss", loss_value, step)
+                if aux_head is not None:
+                    writer.add_scalar(f"synthclip/{config.aux}_loss", aux_value, step)
+                    writer.add_scalar("synthclip/aux_weight", aux_weight, step)
                 writer.add_scalar("synthclip/lr", lr, step)
                 writer.add_scalar("synthclip/logit_scale", model.logit_scale.exp().item(), step)
             step += 1
             if max_steps is not None and step >= max_steps:
                 break
-        logger.info("SynthCLIP epoch %d/%d: loss %.4f, %.0f s", epoch + 1, config.epochs, loss_value,
-                    time.perf_counter() - started)
+        logger.info("SynthCLIP epoch %d/%d: contrastive loss %.4f, %s loss %.4f, %.0f s", epoch + 1, config.epochs,
+                    loss_value, config.aux, aux_value, time.perf_counter() - started)
         if max_steps is not None and step >= max_steps:
             break
         save_checkpoint_file({"fingerprint": fingerprint, "state_dict": model.state_dict(),
+                              "aux_state_dict": aux_head.state_dict() if aux_head is not None else {},
                               "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                               "epoch": epoch + 1, "step": step}, state_path)
     if writer is not None:
         writer.close()
 
-    record = {"fingerprint": fingerprint, "config": {**asdict(config), "crop_scale": list(config.crop_scale)},
+    record = {"fingerprint": fingerprint, "recipe_fingerprint": _corpus_recipe_fingerprint(csv_path, config),
+              "config": {**asdict(config), "crop_scale": list(config.crop_scale)},
               "data": str(csv_path), "pairs": len(dataset), "steps": step, "final_loss": loss_value,
+              "final_aux_loss": aux_value,
               "seconds": round(time.perf_counter() - started, 1), "device": device,
+              "threads": torch.get_num_threads(),
               "image_mean": list(PIXEL_MEAN), "image_std": list(PIXEL_STD)}
     state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    save_checkpoint_file({"name": config.model, "state_dict": state_dict, RECORD_KEY: record}, output)
+    save_synthclip(state_dict, record, output)
     state_path.unlink(missing_ok=True)
+    torch.set_num_threads(caller_threads)
     logger.info("SynthCLIP written to %s (%d steps, final loss %.4f)", output, step, loss_value)
     return record
 
@@ -373,6 +634,10 @@ class ZeroShotRow:
     images: int
     accuracy: float
     majority: float
+    # The least and most similar pair of the attribute's prompts (cosine of their text embeddings):
+    # near 1.00 when the text tower does not tell the values' words apart.
+    prompt_cosine_min: float = float("nan")
+    prompt_cosine_max: float = float("nan")
     chance: float = field(init=False)
 
     def __post_init__(self):
@@ -398,8 +663,9 @@ def zero_shot_attributes(model: nn.Module, tokenizer, data: os.PathLike, transfo
         keep, shown_values = shown[attribute]
         truth = np.asarray([values.index(value) for value in shown_values])
         majority = np.bincount(truth, minlength=len(values)).max() / len(truth)
+        cosines = (text_features @ text_features.T)[~torch.eye(len(values), dtype=torch.bool)]
         rows.append(ZeroShotRow(attribute, len(values), len(truth), float((predicted[keep] == truth).mean()),
-                                float(majority)))
+                                float(majority), float(cosines.min()), float(cosines.max())))
     return rows
 
 
@@ -476,3 +742,7 @@ def eval_transform(model_name: str):
 
 __all__ += ["CaptionFileError", "PairDataset", "ZeroShotRow", "build_model_and_transforms", "captions_csv",
             "encode_images", "encode_texts", "eval_transform", "linear_probe_attributes", "load_synthclip", "zero_shot_prompts"]
+
+
+# Where configs/Synthetic/*.yml look for SynthCLIP (relative to the repository root): the shipped file.
+DEFAULT_OUTPUT = shipped_path()

@@ -2,7 +2,7 @@
 
 Example::
 
-    python tools/zero_shot.py --weights pretrained/SynthCLIP-Tiny.pt --data datasets/SyntheticCaptions \\
+    python tools/zero_shot.py --weights pretrained/SynthCLIP-Tiny-db1d6ea3.safetensors --data datasets/SyntheticCaptions \\
         --markdown docs/synthclip_zero_shot.md --plot docs/images/synthclip_zero_shot.png
 
 For every attribute, each held-out image (captions_val.csv) whose body region for that attribute
@@ -44,13 +44,16 @@ def markdown(rows, recall, weights: str, probe=None) -> str:
     lines = [f"Zero-shot attribute classification of `{weights}` on held-out people "
              "(images where the attribute's body region is visible):", "",
              "| attribute | values | images | zero-shot accuracy | majority class | chance |"
-             + (" linear probe |" if probe else "") + " prompt (first value) |",
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if probe else "") + "---|"]
+             + (" linear probe |" if probe else "") + " prompt cosines | prompt (first value) |",
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if probe else "") + "---:|---|"]
     for row in rows:
         probe_cell = f" {probe[row.attribute]:.3f} |" if probe else ""
         lines.append(f"| {row.attribute} | {row.num_values} | {row.images} | **{row.accuracy:.3f}** | "
-                     f"{row.majority:.3f} | {row.chance:.3f} |{probe_cell} {zero_shot_prompts(row.attribute)[0]} |")
-    lines += ["", "| retrieval on held-out pairs | R@1 | R@5 |", "|---|---:|---:|"]
+                     f"{row.majority:.3f} | {row.chance:.3f} |{probe_cell} "
+                     f"{row.prompt_cosine_min:.2f}-{row.prompt_cosine_max:.2f} | {zero_shot_prompts(row.attribute)[0]} |")
+    lines += ["", "Prompt cosines: the least and the most similar pair of the attribute's prompts (cosine of "
+              "their text embeddings); near 1.00 when the text tower cannot tell the values' words apart.",
+              "", "| retrieval on held-out pairs | R@1 | R@5 |", "|---|---:|---:|"]
     for direction in ("image_to_text", "text_to_image"):
         lines.append(f"| {direction.replace('_', ' ')} | {recall[direction + '_R@1']:.3f} | "
                      f"{recall[direction + '_R@5']:.3f} |")
@@ -71,9 +74,9 @@ def plot(rows, path: str) -> None:
     axis.bar(x, [r.majority for r in rows], 0.27, label="majority class", color="#a0aec0")
     axis.bar(x + 0.27, [r.chance for r in rows], 0.27, label="chance", color="#e2e8f0")
     axis.set_xticks(x, [r.attribute for r in rows], rotation=35, ha="right")
-    axis.set_ylim(0, 1)
+    axis.set_ylim(0, 1.15)
     axis.set_ylabel("accuracy")
-    axis.legend(loc="upper right", fontsize=8)
+    axis.legend(loc="upper center", ncol=3, fontsize=8)
     axis.set_title("Zero-shot attribute classification on held-out synthetic people")
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

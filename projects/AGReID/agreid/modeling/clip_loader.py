@@ -278,8 +278,10 @@ def _how_to_get_weights(model_name: str) -> str:
     if (MODEL_CONFIG_DIR / f"{model_name}.json").is_file():
         return (
             f"{model_name!r} is AG-ReID's own model, pretrained offline on the synthetic caption corpus "
-            "(SynthCLIP): make it with `make synthclip` (tools/make_synthetic.py --preset pretrain, then "
-            "tools/pretrain_clip.py --output FILE) and point MODEL.BACKBONE.PRETRAIN_PATH at the file; "
+            "(SynthCLIP). The repository ships it as pretrained/SynthCLIP-Tiny-<fingerprint>.safetensors "
+            "(`git checkout -- pretrained/` restores it); `make synthclip` makes it anew "
+            "(tools/make_synthetic.py --preset pretrain, then tools/pretrain_clip.py --output FILE); "
+            "point MODEL.BACKBONE.PRETRAIN_PATH at the file; "
             "MODEL.BACKBONE.PRETRAIN_PATH \"\" with MODEL.BACKBONE.PRETRAIN none gives random weights."
         )
     return (
