@@ -59,7 +59,8 @@ def python_exe():
 def tiny_run(tiny_dataset_root, tmp_path_factory):
     """A finished one-epoch-per-phase AG-ReID run on the tiny dataset (random init):
     model_stage1.pth, model_final.pth, config.yaml, log.txt. Shared by every test that reads a
-    trained run; copy it before changing anything in it."""
+    trained run; copy it before changing anything in it. (tools/train_net.py in a process forked
+    from a warm interpreter: tests/_warm.py.)"""
     kit = runpy.run_path(os.path.join(REPO, "tests", "faults", "faultkit.py"))
     out = tmp_path_factory.mktemp("tiny_run")
     proc = kit["train_net"](*kit["tiny_args"](tiny_dataset_root, out))

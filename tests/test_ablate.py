@@ -2,11 +2,10 @@
 resume/skip, rendering, one tiny real run."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+import _warm
 import agreid
 from agreid.experiments import ablations as ablate
 from agreid.experiments import common as ex
@@ -42,8 +41,7 @@ def test_unknown_run_stops_naming_it():
         ablate.resolve_runs("baseline,at_apx")
     with pytest.raises(SystemExit, match="unknown run 'nothing_\\*'"):
         ablate.resolve_runs("nothing_*")
-    proc = subprocess.run([sys.executable, "tools/ablate.py", "--runs", "tabel4", "--dry-run"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = _warm.run("tools/ablate.py", "--runs", "tabel4", "--dry-run", timeout=120)  # its own process, warm
     assert proc.returncode != 0 and "unknown run 'tabel4'" in proc.stderr
 
 
@@ -374,10 +372,12 @@ def test_two_tiny_runs_train_render_and_resume(tmp_path, tiny_dataset_root):
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n\nhand-written text\n", encoding="utf-8")
     out, figure = tmp_path / "out", tmp_path / "fig" / "t4.png"
-    cmd = [sys.executable, "tools/ablate.py", "--preset", "tiny", "--runs", "baseline,at", "--seeds", "1",
+    cmd = ["tools/ablate.py", "--preset", "tiny", "--runs", "baseline,at", "--seeds", "1",
            "--data-root", tiny_dataset_root, "--output", str(out), "--results-md", str(md), "--figure", str(figure),
            "MODEL.BACKBONE.PRETRAIN_PATH", str(weights), *TINY]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    # python tools/ablate.py ...: a process forked from a warm interpreter (tests/_warm.py); the
+    # training runs it starts are new interpreters (tools/train_net.py), as for the user.
+    proc = _warm.run(*cmd, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for run in ("baseline", "at"):
         record = json.loads((out / "results" / run / "seed0.json").read_text())
@@ -390,7 +390,7 @@ def test_two_tiny_runs_train_render_and_resume(tmp_path, tiny_dataset_root):
     assert text.startswith("# Results\n\nhand-written text\n") and text.count("<!-- ablate:table4 -->") == 1
     assert "ablate:table5" not in text and figure.stat().st_size > 5000
     # A second sitting skips what is finished and trains nothing.
-    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    again = _warm.run(*cmd, timeout=300)
     assert again.returncode == 0 and again.stdout.count("skipped") == 2 and "train:" not in again.stdout
 
 

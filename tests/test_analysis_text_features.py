@@ -36,6 +36,12 @@ def final_run(trained_run):
 
 
 @pytest.fixture(scope="module")
+def final_direct(final_run, tiny_dataset_root):
+    """:func:`direct_training_features` of the final run (seconds of image-by-image forwards, once)."""
+    return direct_training_features(final_run, tiny_dataset_root)
+
+
+@pytest.fixture(scope="module")
 def tool():
     """The module behind tools/diagnose_text_features.py: its main(argv) runs in this process."""
     return diagnose_text_features_tool
@@ -106,13 +112,13 @@ def test_rescaled_sets_the_mean_norm_and_keeps_directions():
 
 
 # ------------------------------------------------------------------------------- on a trained run
-def test_numbers_match_direct_computation(final_run, tiny_dataset_root):
+def test_numbers_match_direct_computation(final_run, final_direct, tiny_dataset_root):
     result = tf.diagnose_run(final_run)
     table = final_run.model.text_features.detach().double()
     assert result["T_source"] == "checkpoint"
     assert result["T_norm"] == pytest.approx(float(table.norm(dim=1).mean()), rel=1e-6)
 
-    features, targets, pids = direct_training_features(final_run, tiny_dataset_root)
+    features, targets, pids = final_direct
     assert result["num_ids"] == len(pids) == table.shape[0]
     assert result["num_images"] == len(targets)
     assert result["f_norm"] == pytest.approx(float(features.norm(dim=1).mean()), rel=1e-4)
@@ -133,13 +139,13 @@ def test_numbers_match_direct_computation(final_run, tiny_dataset_root):
     assert result["cos_hard"] == pytest.approx(float(np.mean([cos[i, j] for i, j in hard])), rel=1e-6)
 
 
-def test_rescaled_loss(final_run, tiny_dataset_root):
+def test_rescaled_loss(final_run, final_direct):
     own = tf.mean_text_norm(final_run.model.text_features)
     same = tf.diagnose_run(final_run, reference_norm=own)
     assert same["lce_rescaled"] == pytest.approx(same["lce"], rel=1e-5)
 
     doubled = tf.diagnose_run(final_run, reference_norm=2 * own)
-    features, targets, _ = direct_training_features(final_run, tiny_dataset_root)
+    features, targets, _ = final_direct
     logits = 2 * features @ final_run.model.text_features.detach().double().t()
     eps = final_run.cfg.MODEL.LOSSES.CE.EPSILON
     assert doubled["lce_rescaled"] == pytest.approx(smoothed_ce(logits, targets, eps), rel=1e-4)
@@ -204,7 +210,7 @@ def test_library_raises_ground_truth_missing(trained_run, tiny_dataset_root, tmp
         tf.diagnose_run(run)
 
 
-def test_cosine_logits_do_not_feel_the_rescaling(trained_run, tiny_dataset_root):
+def test_cosine_logits_do_not_feel_the_rescaling(trained_run, final_run, final_direct):
     """With MODEL.LOSSES.I2T.FORM cosine, L_CE is the model's cosine loss and no rescaling moves it."""
     if "FORM" not in agreid.get_agreid_cfg().MODEL.LOSSES.I2T:
         pytest.skip("this version has no cosine L_CE")
@@ -213,7 +219,14 @@ def test_cosine_logits_do_not_feel_the_rescaling(trained_run, tiny_dataset_root)
     result = tf.diagnose_run(run, reference_norm=3 * own)
     assert result["i2t_form"] == "cosine"
     assert result["lce_rescaled"] == pytest.approx(result["lce"], rel=1e-5)
-    features, targets, _ = direct_training_features(run, tiny_dataset_root)
+    # The same checkpoint and input size: the image features computed directly for the final run
+    # are this run's too (only the loss differs).
+    backbone, final_backbone = run.model.backbone.state_dict(), final_run.model.backbone.state_dict()
+    assert all(torch.equal(value, final_backbone[key]) for key, value in backbone.items())
+    assert run.cfg.INPUT == final_run.cfg.INPUT
+    assert (run.cfg.MODEL.PIXEL_MEAN, run.cfg.MODEL.PIXEL_STD) == (final_run.cfg.MODEL.PIXEL_MEAN,
+                                                               final_run.cfg.MODEL.PIXEL_STD)
+    features, targets, _ = final_direct
     table = run.model.text_features.detach().double()
     logits = 30 * F.normalize(features, dim=1) @ F.normalize(table, dim=1).t()
     assert result["lce"] == pytest.approx(smoothed_ce(logits, targets, run.cfg.MODEL.LOSSES.CE.EPSILON), rel=1e-4)

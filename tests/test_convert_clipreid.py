@@ -1,7 +1,5 @@
 """tools/convert_clipreid.py (agreid.cli.convert_clipreid) on a state dict with CLIP-ReID's key names and shapes."""
 import os
-import subprocess
-import sys
 
 import open_clip
 import pytest
@@ -9,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import _warm
 import agreid
 from _tiny_model import SIZE
 from agreid.cli import convert_clipreid
@@ -139,9 +138,9 @@ def test_damaged_weights_are_refused_and_nothing_is_written(how, clipreid, tmp_p
     source = tmp_path / "ViT-B-16_60.pth"
     torch.save(damaged, source)
     output = tmp_path / "converted.pth"
-    proc = subprocess.run([sys.executable, "tools/convert_clipreid.py", "--clipreid", str(source), "--config-file",
-                           BASELINE, "--output", str(output), *NO_PRETRAINED],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    # python tools/convert_clipreid.py ...: a process forked from a warm interpreter (tests/_warm.py).
+    proc = _warm.run("tools/convert_clipreid.py", "--clipreid", str(source), "--config-file", BASELINE,
+                     "--output", str(output), *NO_PRETRAINED, cwd=REPO, timeout=300)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

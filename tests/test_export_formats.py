@@ -91,10 +91,18 @@ def test_every_format_gives_the_eager_features_on_a_dynamic_batch(tmp_path, caps
             assert _max_diff(features, expected_agnostic) < ATOL, (name, size)
 
 
-def test_program_runs_with_torch_alone(tmp_path):
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    """``(encoder, path of its torch.export program, the export's own check)``: one export shared by
+    the two tests of the program below."""
     encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg()))
-    path = str(tmp_path / "image_encoder.pt2")
-    assert export_program(encoder, path) < ATOL
+    path = str(tmp_path_factory.mktemp("program") / "image_encoder.pt2")
+    return encoder, path, export_program(encoder, path)
+
+
+def test_program_runs_with_torch_alone(tmp_path, program):
+    encoder, path, difference = program
+    assert difference < ATOL
     images, camids = _inputs(encoder, 3, seed=0)
     save_file({"images": images, "camids": camids}, str(tmp_path / "inputs.safetensors"))
     # Isolated mode (no PYTHONPATH, no current folder) with every import of the project and of
@@ -130,11 +138,9 @@ assert not loaded, loaded
     assert _max_diff(load_file(str(tmp_path / "features.safetensors"))["features"], expected) < ATOL
 
 
-def test_program_checks_the_input_contract_in_its_graph(tmp_path):
+def test_program_checks_the_input_contract_in_its_graph(tmp_path, program):
     # What the ONNX files leave to OnnxImageEncoder is in the .pt2 graph: it has no wrapper.
-    encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg()))
-    path = str(tmp_path / "image_encoder.pt2")
-    export_program(encoder, path)
+    encoder, path, _ = program
     module, contract = load_program(path)
     assert contract["camids"] == f"int64 (batch,) in 0..{NUM_CAMERAS - 1}"
     assert contract["num_cameras"] == str(NUM_CAMERAS) and contract["batch"] == "dynamic, at least 1"

@@ -65,10 +65,18 @@ def test_onnx_with_camids_matches_pytorch(tmp_path, neck_feat, exporter):
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_camera_agnostic_and_no_sie_graphs_take_images_only(tmp_path, tiny_dataset_root):
+@pytest.fixture(scope="module")
+def agnostic_export(tmp_path_factory):
+    """``(encoder, path of its camera-agnostic ONNX export (camera "mean"), the export's own check)``:
+    one export shared by the two tests that read it."""
     encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg()))
-    path = str(tmp_path / "agnostic.onnx")
-    assert export_onnx(encoder, path, camera="mean") < ATOL
+    path = str(tmp_path_factory.mktemp("onnx") / "agnostic.onnx")
+    return encoder, path, export_onnx(encoder, path, camera="mean")
+
+
+def test_camera_agnostic_and_no_sie_graphs_take_images_only(tmp_path, tiny_dataset_root, agnostic_export):
+    encoder, path, difference = agnostic_export
+    assert difference < ATOL
     session = onnx_session(path, ["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
     paths, _ = list_images(os.path.join(tiny_dataset_root, "SyntheticOccluded", "query"))
@@ -118,10 +126,10 @@ def test_benchmark_tool_times_each_backend_on_the_same_batch(capsys):
     assert "--config-file" in capsys.readouterr().err
 
 
-def test_onnx_wrappers_check_the_input_contract(tmp_path):
+def test_onnx_wrappers_check_the_input_contract(tmp_path, agnostic_export):
     # What onnxruntime would answer with a node error (or, for camid -1, silently the last
     # camera's row) is refused with a ValueError that names the value and the valid range.
-    encoder = DeployedImageEncoder.from_agreid(tiny_model(tiny_cfg()))
+    encoder, agnostic_path, _ = agnostic_export
     path = str(tmp_path / "encoder.onnx")
     export_onnx(encoder, path)
     session = onnx_session(path, ["CPUExecutionProvider"])
@@ -151,8 +159,6 @@ def test_onnx_wrappers_check_the_input_contract(tmp_path):
     assert np.abs(got - expected).max() < ATOL
     assert np.abs(session(images, camids) - expected).max() < ATOL
 
-    agnostic_path = str(tmp_path / "agnostic.onnx")
-    export_onnx(encoder, agnostic_path, camera="mean")
     agnostic = onnx_session(agnostic_path, ["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="takes no camids"):
         agnostic.run(None, {"images": images, "camids": camids})

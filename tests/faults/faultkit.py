@@ -26,10 +26,24 @@ class Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def train_net(*args, timeout=600, env=None):
-    """Run tools/train_net.py; returns the CompletedProcess (no check)."""
-    return subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def train_net(*args, timeout=600, env=None, fresh=False):
+    """Run tools/train_net.py ARGS in a process of its own; returns the CompletedProcess (no check).
+
+    The process is forked from a warm interpreter (tests/_warm.py: no seconds of imports first);
+    ``fresh``: a new interpreter, ``python tools/train_net.py ARGS`` as the user types it.
+    """
+    if fresh:
+        return subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    import _warm  # tests/ (not on the path of killer.py's runs, which do not need it)
+
+    return _warm.run("tools/train_net.py", *args, env=env, timeout=timeout)
+
+
+# Two stage-1 and three stage-2 epochs of 4 iterations each on the tiny preset, seeded and
+# deterministic: global iterations 0-7 are stage 1 (align), 8-19 stage 2 (guide).
+SCHEDULE = ["SOLVER.STAGE1.MAX_EPOCH", "2", "SOLVER.MAX_EPOCH", "3", "SEED", "3", "DETERMINISTIC", "True",
+            "TEST.EVAL_PERIOD", "0"]
 
 
 def tiny_args(dataset_root, out, *extra):

@@ -1,14 +1,12 @@
 """Weights that hold NaN/Inf, or that were cast to an integer type, are refused by every loader,
 naming the first bad key; the tools say so in one line and exit 2, writing nothing."""
-import subprocess
-import sys
-
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from _tiny_model import REPO, tiny_cfg
+import _warm
+from _tiny_model import tiny_cfg
 from _tiny_model import tiny_run as saved_run
 from agreid.engine.checkpoint import AtomicCheckpointer
 from agreid.modeling.clip_loader import create_clip
@@ -24,8 +22,8 @@ DAMAGE = {
 
 
 def _tool(name, *args):
-    return subprocess.run([sys.executable, f"tools/{name}.py", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    """``python tools/NAME.py ARGS`` (in a process forked from a warm interpreter: tests/_warm.py)."""
+    return _warm.run(f"tools/{name}.py", *args, timeout=300)
 
 
 def _one_error_line(proc, *expected):

@@ -4,8 +4,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,13 +11,13 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from faultkit import REPO
+import _warm
 
 
 def tool(name, *args, timeout=300):
-    """Run tools/<name>.py; returns the CompletedProcess (no check)."""
-    return subprocess.run([sys.executable, f"tools/{name}.py", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    """Run tools/<name>.py; returns the CompletedProcess (no check). In a process of its own, forked
+    from a warm interpreter (tests/_warm.py): what the user sees, without seconds of imports first."""
+    return _warm.run(f"tools/{name}.py", *args, timeout=timeout)
 
 
 def error_lines(proc):

@@ -2,20 +2,17 @@
 weights of the uninterrupted run (SEED and DETERMINISTIC fixed)."""
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from faultkit import REPO, tiny_args, train_net
+import _warm
+from faultkit import REPO, SCHEDULE, tiny_args
 from agreid import serialization
 
-# Two stage-1 epochs and three stage-2 epochs of 4 iterations each on the tiny preset:
-# global iterations 0-7 are stage 1 (align), 8-19 stage 2 (guide).
-SCHEDULE = ["SOLVER.STAGE1.MAX_EPOCH", "2", "SOLVER.MAX_EPOCH", "3", "SEED", "3", "DETERMINISTIC", "True",
-            "TEST.EVAL_PERIOD", "0"]
+# faultkit.SCHEDULE: two stage-1 epochs and three stage-2 epochs of 4 iterations each on the tiny
+# preset (global iterations 0-7 are stage 1, align; 8-19 stage 2, guide), SEED 3, DETERMINISTIC.
 # Where the run is killed, in order; each resumed run goes on to the next point.
 POINTS = [
     "cache:1",                    # stage-1 feature cache, first run (nothing saved yet)
@@ -34,19 +31,20 @@ KILLED = -9
 
 
 def _killer(args, state, env=None):
+    """``python tests/faults/killer.py ARGS``: a process of its own, forked from a warm interpreter
+    (tests/_warm.py; the imports of a new interpreter, a dozen times, prove nothing here)."""
     env = dict(os.environ if env is None else env, KILL_POINTS=",".join(POINTS), KILL_STATE=str(state))
-    return subprocess.run([sys.executable, os.path.join(REPO, "tests", "faults", "killer.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, env=env)
+    return _warm.run(os.path.join(REPO, "tests", "faults", "killer.py"), *args, env=env, timeout=600)
 
 
 def _weights(path):
     return serialization.load_checkpoint_file(str(path))["model"]
 
 
-def test_killed_at_every_point_resumes_to_the_uninterrupted_weights(tiny_dataset_root, tmp_path):
-    reference = tmp_path / "reference"
-    proc = train_net(*tiny_args(tiny_dataset_root, reference, *SCHEDULE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_killed_at_every_point_resumes_to_the_uninterrupted_weights(tiny_dataset_root, deterministic_run, tmp_path):
+    # The uninterrupted run (tests/faults/conftest.py) is a new interpreter; the killed ones are
+    # forked from a warm one (tests/_warm.py): processes that share nothing, not even the hash seed.
+    reference = deterministic_run
 
     out, state = tmp_path / "killed", tmp_path / "state"
     state.mkdir()
@@ -104,25 +102,28 @@ def _children(pid):
 def test_a_killed_rank_ends_a_two_process_run_within_seconds(tiny_dataset_root, tmp_path):
     out = tmp_path / "run"
     args = tiny_args(tiny_dataset_root, out, "SOLVER.STAGE1.MAX_EPOCH", "200", "SOLVER.MAX_EPOCH", "200")
-    proc = subprocess.Popen([sys.executable, "tools/train_net.py", "--num-gpus", "2", "--dist-url", "auto", *args],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # python tools/train_net.py --num-gpus 2 ...: the launcher is forked from a warm interpreter
+    # (tests/_warm.py); the two ranks it spawns are new interpreters, as for the user.
+    proc = _warm.start("tools/train_net.py", "--num-gpus", "2", "--dist-url", "auto", *args)
     try:
         deadline = time.monotonic() + 300
         log = out / "log.txt"
-        while not (log.is_file() and "Starting training" in log.read_text()):
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
+        # Both ranks inside the training loop: rank 0 logged the end of an epoch (an "epoch/iter"
+        # line), whose steps rank 1 took with it (DDP averages every step's gradients).
+        while not (log.is_file() and "Starting training" in log.read_text() and "epoch/iter:" in log.read_text()):
+            assert proc.poll() is None, proc.wait().stderr[-3000:]
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.2)
-        time.sleep(2)  # both ranks inside the training loop
         ranks = [pid for pid in _children(proc.pid) if "spawn" in open(f"/proc/{pid}/cmdline").read()]
         assert len(ranks) == 2, ranks
         os.kill(ranks[-1], signal.SIGKILL)
         killed_at = time.monotonic()
-        returncode = proc.wait(timeout=60)
+        returncode = proc.wait(timeout=60).returncode
         took = time.monotonic() - killed_at
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(60)
     print(f"the run ended {took:.1f} s after a rank was killed (exit status {returncode})")
     assert returncode != 0
     assert took < 15, f"the run took {took:.1f} s to end after a rank was killed"

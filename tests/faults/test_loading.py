@@ -1,12 +1,11 @@
 """Loading a checkpoint never executes code, on every path that loads one."""
 import os
-import subprocess
-import sys
 
 import open_clip
 import pytest
 import torch
 
+import _warm
 import agreid
 from agreid.engine import AGReIDTrainer
 from agreid.modeling.clip_loader import create_clip
@@ -103,8 +102,7 @@ def test_tools_refuse(tool, evil_real_checkpoint, marker, tiny_run, tiny_dataset
                          "DATASETS.ROOT", tiny_dataset_root]
     else:
         args = config + ["MODEL.WEIGHTS", str(evil_real_checkpoint), "DATASETS.ROOT", tiny_dataset_root]
-    proc = subprocess.run([sys.executable, f"tools/{tool}.py", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    proc = _warm.run(f"tools/{tool}.py", *args, timeout=300)  # python tools/TOOL.py ARGS
     assert proc.returncode != 0
     _assert_refused(proc.stderr, marker)
     if tool in ONE_LINE:

@@ -11,13 +11,12 @@ every rank save the weights it holds at the end of each phase.
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
+import _warm
 from faultkit import REPO, tiny_args
 from agreid import serialization
 
@@ -35,13 +34,13 @@ def _free_port() -> int:
 
 
 def _machine_command(launcher, machine_rank, port, args):
-    """The command of one machine of a two-machine job, one process per machine."""
+    """The command of one machine of a two-machine job, one process per machine:
+    ``python SCRIPT ...`` or ``python -m torch.distributed.run ...`` (``(script or module, args, module)``)."""
     if launcher == "fastreid":
-        return [sys.executable, SCRIPT, "--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(machine_rank),
-                "--dist-url", f"tcp://127.0.0.1:{port}", *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-            "--node_rank", str(machine_rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
-            SCRIPT, *args]
+        return SCRIPT, ["--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(machine_rank),
+                        "--dist-url", f"tcp://127.0.0.1:{port}", *args], False
+    return "torch.distributed.run", ["--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(machine_rank),
+                                     "--master_addr", "127.0.0.1", "--master_port", str(port), SCRIPT, *args], True
 
 
 def _children(pid):
@@ -96,11 +95,11 @@ class TwoMachines:
         self.procs, self.ranks = [], {}
 
     def __enter__(self):
-        for rank, command in enumerate(self.commands):
-            log = open(self.tmp_path / f"machine{rank}.txt", "w")
-            self.procs.append(subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                               env=self.env, start_new_session=True))
-            log.close()
+        # Each machine's launcher is forked from a warm interpreter (tests/_warm.py); the rank it
+        # starts is a new interpreter, as on a machine.
+        for rank, (script, args, module) in enumerate(self.commands):
+            self.procs.append(_warm.start(script, *args, cwd=REPO, env=self.env, module=module,
+                                          output=self.tmp_path / f"machine{rank}.txt", new_session=True))
         return self
 
     def output(self, rank) -> str:
@@ -196,12 +195,14 @@ def test_killing_one_machines_rank_ends_both_machines_within_seconds(launcher, k
                      "SOLVER.STAGE1.MAX_EPOCH", "200", "SOLVER.MAX_EPOCH", "200") as job:
         logs = [job.outs[0] / "log.txt", job.outs[1] / "log.txt.rank1"]
         deadline = time.monotonic() + START_TIMEOUT
-        while not all(log.is_file() and "Starting training" in log.read_text() for log in logs):
+        # Both ranks inside the training loop: each logged its start, and rank 0 the end of an
+        # epoch (an "epoch/iter" line), whose steps rank 1 took with it.
+        while not (all(log.is_file() and "Starting training" in log.read_text() for log in logs)
+                   and "epoch/iter:" in logs[0].read_text()):
             job.find_ranks()
             assert all(proc.poll() is None for proc in job.procs), job._tails()
             assert time.monotonic() < deadline, f"training did not start:\n{job._tails()}"
             time.sleep(0.2)
-        time.sleep(2)  # both ranks inside the training loop
         job.find_ranks()
         assert sorted(job.ranks) == [0, 1], job.ranks
         os.kill(job.ranks[killed], signal.SIGKILL)

@@ -1,11 +1,13 @@
 """Images of every kind decode to RGB alike in the check and the loader; a failing loader
 ends the run with the file's name within seconds, never a hang."""
+import gc
 import glob
 import os
 import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import agreid  # isort: skip  (patches fastreid before its modules are imported)
@@ -90,9 +92,31 @@ def _no_hang(seconds):
     return seconds < 60
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread in this process while the loaders read: their prefetch thread (workers 0)
+    or worker processes (2) beside two OpenMP threads on two cores make each small op wait for a
+    core (seconds an iteration on a busy machine; what is tested does not depend on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _shut_down_workers():
+    """End the loader workers a failed run left behind (its traceback holds their iterator): left
+    to the garbage collector, they are joined with a timeout of seconds each, at the latest when the
+    session ends."""
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    for obj in gc.get_objects():
+        if type(obj) is _MultiProcessingDataLoaderIter:  # isinstance would touch deprecated proxies
+            obj._shutdown_workers()
+
+
 @pytest.mark.timeout(300)  # a hang fails here instead of after the suite's 15 minutes
 @pytest.mark.parametrize("workers", [0, 2])
-def test_image_deleted_mid_training_ends_the_run(dataset_copy, tmp_path, workers):
+def test_image_deleted_mid_training_ends_the_run(dataset_copy, tmp_path, workers, one_torch_thread):
     (tmp_path / "out").mkdir()
     cfg = agreid.get_agreid_cfg(os.path.join(REPO, CONFIG), TINY + [
         "DATASETS.ROOT", str(dataset_copy), "OUTPUT_DIR", str(tmp_path / "out"),
@@ -105,11 +129,13 @@ def test_image_deleted_mid_training_ends_the_run(dataset_copy, tmp_path, workers
     assert hook.deleted_at is not None and _no_hang(time.monotonic() - hook.deleted_at)
     assert "bounding_box_train" in str(error.value) and ".jpg" in str(error.value)
     assert trainer.iter < trainer.max_iter
+    _shut_down_workers()
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("workers", [0, 2])
-def test_image_deleted_during_evaluation_ends_it(dataset_copy, tmp_path, tiny_run, workers, monkeypatch):
+def test_image_deleted_during_evaluation_ends_it(dataset_copy, tmp_path, tiny_run, workers, monkeypatch,
+                                                 one_torch_thread):
     cfg = agreid.get_agreid_cfg(str(tiny_run / "config.yaml"), [
         "DATASETS.ROOT", str(dataset_copy), "OUTPUT_DIR", str(tmp_path / "eval"),
         "DATALOADER.NUM_WORKERS", str(workers), "TEST.IMS_PER_BATCH", "4",
@@ -130,3 +156,4 @@ def test_image_deleted_during_evaluation_ends_it(dataset_copy, tmp_path, tiny_ru
         AGReIDTrainer.test(cfg, model)
     assert started and _no_hang(time.monotonic() - started[0])
     assert "bounding_box_test" in str(error.value)
+    _shut_down_workers()

@@ -11,21 +11,23 @@ import torch
 
 from agreid.engine.run_guard import LOCK_FILE, OutputDirError, OutputDirLock
 from agreid.serialization import load_checkpoint_file
-from faultkit import CONFIG, REPO, tiny_args, train_net, train_net_in_process
+from faultkit import CONFIG, REPO, SCHEDULE, tiny_args, train_net, train_net_in_process
 
 
 def _final_weights(out):
     return load_checkpoint_file(out / "model_final.pth")["model"]
 
 
-def test_same_seed_same_weights(tiny_run, tiny_dataset_root, tmp_path):
+def test_same_seed_same_weights(tiny_run, deterministic_run, tiny_dataset_root, tmp_path):
+    # Run a: the shared run of faultkit.SCHEDULE (SEED 3, DETERMINISTIC; tests/faults/conftest.py),
+    # in a new interpreter. Run b: the same command, forked from the warm interpreter
+    # (tests/_warm.py). Two processes that share nothing, not even the hash seed.
+    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "b", *SCHEDULE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
     runs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        proc = train_net(*tiny_args(tiny_dataset_root, out, "SEED", "7", "DETERMINISTIC", "True"))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "SEED: 7" in (out / "config.yaml").read_text()
-        assert "Seed 7 (SEED 7 + rank 0), deterministic algorithms only" in (out / "log.txt").read_text()
+    for out in (deterministic_run, tmp_path / "b"):
+        assert "SEED: 3" in (out / "config.yaml").read_text()
+        assert "Seed 3 (SEED 3 + rank 0), deterministic algorithms only" in (out / "log.txt").read_text()
         runs.append(_final_weights(out))
     a, b = runs
     for key in a:
@@ -136,10 +138,10 @@ def test_the_seed_drives_the_stage1_batch_order(tiny_dataset_root, tmp_path):
 
 def test_same_seed_same_stage1_checkpoint_without_deterministic(tiny_run, tiny_dataset_root, tmp_path):
     weights = {}
-    for name in ("a", "b"):
+    for name, fresh in (("a", True), ("b", False)):  # a new interpreter and a warm fork, as above
         out = tmp_path / name
         # Stage 1 only (no stage-2 epoch): its checkpoint is what is compared.
-        proc = train_net(*tiny_args(tiny_dataset_root, out, "SEED", "11", "SOLVER.MAX_EPOCH", "0"))
+        proc = train_net(*tiny_args(tiny_dataset_root, out, "SEED", "11", "SOLVER.MAX_EPOCH", "0"), fresh=fresh)
         assert proc.returncode == 0, proc.stderr[-3000:]
         weights[name] = load_checkpoint_file(out / "model_stage1.pth")["model"]
     a, b = weights["a"], weights["b"]

@@ -61,7 +61,8 @@ def test_a_batch_the_identity_sampler_cannot_fill_is_one_line(tiny_dataset_root,
 
 
 def test_a_hang_is_now_one_line_as_the_user_runs_it(tiny_dataset_root, tmp_path):
-    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "run", "SOLVER.IMS_PER_BATCH", "6"), timeout=120)
+    proc = train_net(*tiny_args(tiny_dataset_root, tmp_path / "run", "SOLVER.IMS_PER_BATCH", "6"), timeout=120,
+                     fresh=True)
     assert "SOLVER.IMS_PER_BATCH 6 cannot be filled" in _one_line(proc)
 
 
