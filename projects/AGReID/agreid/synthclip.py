@@ -90,8 +90,8 @@ class PretrainConfig:
         seed: seeds the weights, the order of the data and the augmentation.
         crop_scale: RandomResizedCrop area range (timm's, with the aspect ratio of the images kept).
         aux: the pretraining-only objective beside the contrastive loss that breaks its symmetry
-            (see :class:`AttributeHead` and :class:`CaptionHead`): ``"attributes"`` (a linear head
-            from the pooled image embedding to the generator's attributes), ``"caption"`` (a
+            (see :class:`AttributeHead` and :class:`CaptionHead`): ``"attributes"`` (a cosine
+            classifier from the pooled image embedding to the generator's attributes), ``"caption"`` (a
             small decoder that writes the caption from the pooled image embedding, open_clip's
             ``MultimodalTransformer`` and ``CoCaLoss``) or ``"none"`` (contrastive only). The head
             is discarded: the saved file holds the CLIP towers only.
@@ -139,12 +139,12 @@ IGNORE = -100  # an attribute the image does not show (cross_entropy's ignore_in
 class PairDataset(Dataset):
     """Image-caption pairs: ``(image tensor, token ids)``, captions tokenised once up front."""
 
-    def __init__(self, pairs: Sequence[Tuple[str, str]], transform, tokenizer, targets: Optional[Tensor] = None):
+    def __init__(self, pairs: Sequence[Tuple[str, str]], transform, tokenizer):
         self.paths = [path for path, _ in pairs]
         self.tokens = tokenizer([caption for _, caption in pairs])  # (N, context_length)
         self.transform = transform
         # Per pair, what the auxiliary head learns (attribute indices, or caption ids); None for none.
-        self.targets = targets
+        self.targets: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -269,7 +269,7 @@ def corpus_vocabulary(tokens: Tensor) -> Tensor:
     return torch.unique(torch.cat([tokens.flatten(), torch.zeros(1, dtype=tokens.dtype)]))
 
 
-def build_aux_head(config: "PretrainConfig", model: nn.Module, tokens: Tensor) -> Optional[nn.Module]:
+def build_aux_head(config: "PretrainConfig", tokens: Tensor) -> Optional[nn.Module]:
     """The auxiliary head of ``config.aux`` (None for "none"), seeded from ``config.seed``."""
     if config.aux == "none":
         return None
@@ -452,7 +452,7 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
     model.to(device)
     tokenizer = open_clip.get_tokenizer(config.model)
     dataset = PairDataset(pairs, train_transform, tokenizer)
-    aux_head = build_aux_head(config, model, dataset.tokens)
+    aux_head = build_aux_head(config, dataset.tokens)
     if config.aux == "attributes":
         dataset.targets = attribute_targets(csv_path.parent, dataset.paths)
     elif config.aux == "caption":
@@ -516,15 +516,13 @@ def pretrain(data: os.PathLike, output: os.PathLike, config: PretrainConfig, *, 
             aux_weight = config.aux_weight_at(step, total_steps)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 image_features, text_features, logit_scale = model(images, tokens)[:3]
-                if config.aux == "caption":
+                if config.aux == "caption":  # CoCaLoss returns both terms
                     logits, labels = aux_head(image_features, batch[2].to(device))
                     contrastive, aux_loss = loss_fn(image_features, text_features, logits.float(), labels, logit_scale)
-                elif config.aux == "attributes":
-                    contrastive = loss_fn(image_features, text_features, logit_scale)
-                    aux_loss = aux_head(image_features, batch[2].to(device))
                 else:
                     contrastive = loss_fn(image_features, text_features, logit_scale)
-                    aux_loss = torch.zeros((), device=images.device)
+                    aux_loss = aux_head(image_features, batch[2].to(device)) if aux_head is not None \
+                        else torch.zeros((), device=images.device)
                 loss = contrastive + aux_weight * aux_loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"SynthCLIP pretraining: loss is {loss.item()} at step {step} (contrastive "
@@ -692,17 +690,12 @@ def linear_probe_attributes(image_features: Tensor, data: os.PathLike, folds: in
 
 def _shown_attributes(data: Path, paths: Sequence[str]) -> Dict[str, Tuple[List[int], List[str]]]:
     """Per attribute, ``(indices into paths, true values)`` of the held-out images that show it
-    (``captions.is_visible``: its body region not occluded, hair not under a hat)."""
-    labels = json.loads((data / LABELS_FILE).read_text())
-    people = json.loads((data / ATTRIBUTES_FILE).read_text())["identities"]
-    shown: Dict[str, Tuple[List[int], List[str]]] = {attribute: ([], []) for attribute in ATTRIBUTE_SCHEMA}
-    for index, path in enumerate(paths):
-        label = labels[str(Path(path).relative_to(data))]
-        person = people[label["pid"]]
-        for attribute, (rows, values) in shown.items():
-            if is_visible(attribute, person, label["regions"]):
-                rows.append(index)
-                values.append(person[attribute])
+    (:func:`attribute_targets`' rule: ``captions.is_visible``)."""
+    targets = attribute_targets(data, paths)
+    shown = {}
+    for column, (attribute, values) in enumerate(ATTRIBUTE_SCHEMA.items()):
+        rows = (targets[:, column] != IGNORE).nonzero().flatten().tolist()
+        shown[attribute] = (rows, [values[index] for index in targets[rows, column].tolist()])
     return shown
 
 
