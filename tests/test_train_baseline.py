@@ -1,7 +1,5 @@
 """fastreid's Baseline trained through this project's trainer and tools/train_net.py on CPU."""
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -54,9 +52,10 @@ def test_training_steps_move_trainable_weights_only(repo_root, tiny_dataset_root
 
 def test_train_net_trains_and_evaluates(repo_root, tiny_dataset_root, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "tools/train_net.py", "--config-file", CONFIG, *FAST,
-           "SOLVER.MAX_EPOCH", "2", "DATASETS.ROOT", tiny_dataset_root, "OUTPUT_DIR", str(out)]
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    # python tools/train_net.py ...: in processes forked from a warm interpreter (tests/_warm.py;
+    # tests/faults/conftest.py's deterministic_run is the suite's training run in a new interpreter).
+    proc = _warm.run("tools/train_net.py", "--config-file", CONFIG, *FAST, "SOLVER.MAX_EPOCH", "2",
+                     "DATASETS.ROOT", tiny_dataset_root, "OUTPUT_DIR", str(out), cwd=repo_root, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (out / "log.txt").read_text()
     assert "Evaluation results for SyntheticOccluded in csv format" in log
@@ -64,8 +63,7 @@ def test_train_net_trains_and_evaluates(repo_root, tiny_dataset_root, tmp_path):
     assert (out / "model_final.pth").is_file()
     assert not list(out.glob("*.tmp"))
 
-    # --eval-only on the saved weights gives the same table (in a process forked from a warm
-    # interpreter, tests/_warm.py: the training above was the new interpreter's run).
+    # --eval-only on the saved weights gives the same table.
     proc = _warm.run("tools/train_net.py", "--config-file", str(out / "config.yaml"), "--eval-only",
                      "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"),
                      cwd=repo_root, timeout=600)
