@@ -8,7 +8,7 @@ STAMP := $(VENV)/.agreid-installed
 DATA_ROOT ?= datasets
 DEMO_DIR ?= logs/demo
 # The shipped SynthCLIP (named with its recipe's fingerprint; `make synthclip` retrains it).
-SYNTHCLIP ?= pretrained/SynthCLIP-Tiny-db1d6ea3.safetensors
+SYNTHCLIP ?= pretrained/SynthCLIP-Tiny-58d11b4b.safetensors
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-quick gpu-check synthclip clean-demo

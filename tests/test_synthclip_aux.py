@@ -37,6 +37,39 @@ def test_attribute_head_loss_is_the_mean_cross_entropy_over_shown_attributes():
     assert empty.item() == 0.0 and empty.requires_grad
 
 
+def test_attribute_weights_scale_each_attributes_term():
+    torch.manual_seed(0)
+    names = list(ATTRIBUTE_SCHEMA)
+    plain = AttributeHead(embed_dim=5)
+    weighted = AttributeHead(embed_dim=5, attribute_weights=[(names[3], 4.0)])
+    weighted.load_state_dict(plain.state_dict())
+    features = torch.randn(3, 5)
+    targets = torch.full((3, len(names)), IGNORE)
+    targets[0, 0], targets[1, 3] = 1, 0
+    # Per attribute shown, the plain head's terms; the weighted head: (CE_0 + 4 CE_3) / 2.
+    only_0, only_3 = targets.clone(), targets.clone()
+    only_0[:, 3], only_3[:, 0] = IGNORE, IGNORE
+    ce_0, ce_3 = plain(features, only_0).item(), plain(features, only_3).item()
+    assert plain(features, targets).item() == pytest.approx((ce_0 + ce_3) / 2, rel=1e-6)
+    assert weighted(features, targets).item() == pytest.approx((ce_0 + 4.0 * ce_3) / 2, rel=1e-6)
+
+
+def test_attribute_weights_are_checked_and_parsed():
+    from agreid.pretrain_clip import _attribute_weights
+
+    with pytest.raises(ValueError, match="unknown attribute 'hats'"):
+        PretrainConfig(aux_attribute_weights=[("hats", 2.0)])
+    with pytest.raises(ValueError, match="hat has weight -1.0"):
+        PretrainConfig(aux_attribute_weights=[("hat", -1)])
+    assert _attribute_weights(["hat=4", "bag=2.5"]) == (("hat", 4.0), ("bag", 2.5))
+    assert _attribute_weights(None) == PretrainConfig().aux_attribute_weights
+    with pytest.raises(ValueError, match="expected ATTRIBUTE=WEIGHT"):
+        _attribute_weights(["hat"])
+    # The recipe (and so the shipped file's fingerprint) records them.
+    assert synthclip.recipe_fingerprint(PretrainConfig(aux_attribute_weights=[("hat", 3.0)])) \
+        != synthclip.recipe_fingerprint(PretrainConfig(aux_attribute_weights=[("hat", 2.0)]))
+
+
 def test_attribute_targets_follow_the_people_and_what_each_image_shows(tmp_path):
     people = {"00001": {a: v[0] for a, v in ATTRIBUTE_SCHEMA.items()}}
     people["00001"].update(hair_color=ATTRIBUTE_SCHEMA["hair_color"][2], hat="cap", hair_length="short")

@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight, help="default %(default)s")
     parser.add_argument("--aux-schedule", default=DEFAULTS.aux_schedule, choices=AUX_SCHEDULES,
                         help="the auxiliary weight over the run (default %(default)s)")
+    parser.add_argument("--aux-attribute-weight", action="append", default=None, metavar="ATTRIBUTE=WEIGHT",
+                        help="the attribute objective's weight of one attribute (others 1); repeatable "
+                             f"(default {' '.join(f'{a}={w:g}' for a, w in DEFAULTS.aux_attribute_weights) or 'none'})")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the cores left after the loader workers)")
@@ -54,15 +57,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _attribute_weights(values):
+    """``["hat=4", ...]`` as ``(("hat", 4.0), ...)``; None (flag not given) is the recipe's default."""
+    if values is None:
+        return DEFAULTS.aux_attribute_weights
+    pairs = []
+    for value in values:
+        name, sep, weight = value.partition("=")
+        try:
+            pairs.append((name, float(weight)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--aux-attribute-weight {value!r}: expected ATTRIBUTE=WEIGHT, e.g. hat=4")
+    return tuple(pairs)
+
+
 def main(argv=None) -> int:
     """Pretrain, or say that the existing file is up to date."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config = PretrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
-                            aux=args.aux, aux_weight=args.aux_weight, aux_schedule=args.aux_schedule)
     output = Path(args.output)
     try:
+        config = PretrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
+                                aux=args.aux, aux_weight=args.aux_weight, aux_schedule=args.aux_schedule,
+                                aux_attribute_weights=_attribute_weights(args.aux_attribute_weight))
         fingerprint = inputs_fingerprint(args.data, config)
         record = read_synthclip_record(output) if output.is_file() else None
         if record and record.get("fingerprint") == fingerprint and not args.force and args.max_steps is None:

@@ -97,11 +97,13 @@ class PretrainConfig:
             is discarded: the saved file holds the CLIP towers only.
         aux_weight: the auxiliary loss's weight at its start.
         aux_schedule: ``"constant"``, or ``"linear"`` (from ``aux_weight`` down to 0 at the last step).
+        aux_attribute_weights: ``((attribute, weight), ...)``: the attribute objective's weight of
+            each attribute named (the others 1), for attributes the image tower learns slowly.
         caption_layers: decoder blocks of the caption head.
     """
 
     model: str = "AGReID-Tiny-ViT"
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -111,6 +113,7 @@ class PretrainConfig:
     aux: str = "attributes"
     aux_weight: float = 10.0
     aux_schedule: str = "constant"
+    aux_attribute_weights: Tuple[Tuple[str, float], ...] = (("hat", 4.0), ("bag", 2.0))
     caption_layers: int = 1
 
     def __post_init__(self):
@@ -121,6 +124,13 @@ class PretrainConfig:
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         self.crop_scale = tuple(self.crop_scale)
+        self.aux_attribute_weights = tuple((str(a), float(w)) for a, w in self.aux_attribute_weights)
+        for attribute, weight in self.aux_attribute_weights:
+            if attribute not in ATTRIBUTE_SCHEMA:
+                raise ValueError(f"aux_attribute_weights: unknown attribute {attribute!r}: choose from "
+                                 f"{list(ATTRIBUTE_SCHEMA)}")
+            if weight < 0:
+                raise ValueError(f"aux_attribute_weights: {attribute} has weight {weight}, must be >= 0")
 
     def aux_weight_at(self, step: int, total: int) -> float:
         """The auxiliary loss's weight at ``step`` of ``total``."""
@@ -202,10 +212,12 @@ class AttributeHead(nn.Module):
     that grow slowly, so for hundreds of steps it passes almost no gradient back to the tower.
     """
 
-    def __init__(self, embed_dim: int, scale: float = 10.0):
+    def __init__(self, embed_dim: int, scale: float = 10.0, attribute_weights: Sequence[Tuple[str, float]] = ()):
         super().__init__()
         self.sizes = [len(values) for values in ATTRIBUTE_SCHEMA.values()]
         self.scale = scale
+        weights = dict(attribute_weights)
+        self.attribute_weights = [weights.get(attribute, 1.0) for attribute in ATTRIBUTE_SCHEMA]
         self.weight = nn.Parameter(torch.randn(sum(self.sizes), embed_dim) * embed_dim ** -0.5)
 
     def logits(self, image_features: Tensor) -> List[Tensor]:
@@ -214,12 +226,14 @@ class AttributeHead(nn.Module):
         return list((self.scale * cosine).split(self.sizes, dim=1))
 
     def forward(self, image_features: Tensor, targets: Tensor) -> Tensor:
-        """Mean over attributes of the cross-entropy on the images that show each (0 if none do)."""
+        """Mean over the attributes shown in the batch of each one's weight times its cross-entropy
+        on the images that show it (0 if none do)."""
         losses = []
         for column, attribute_logits in enumerate(self.logits(image_features)):
             target = targets[:, column]
             if (target != IGNORE).any():  # an all-ignored batch would give NaN
-                losses.append(F.cross_entropy(attribute_logits, target, ignore_index=IGNORE))
+                losses.append(self.attribute_weights[column]
+                              * F.cross_entropy(attribute_logits, target, ignore_index=IGNORE))
         # (nothing to learn from: a zero that still joins the graph, so backward() works)
         return torch.stack(losses).mean() if losses else self.weight.sum() * 0.0
 
@@ -278,7 +292,7 @@ def build_aux_head(config: "PretrainConfig", tokens: Tensor) -> Optional[nn.Modu
     torch.manual_seed(config.seed + 7919)
     try:
         if config.aux == "attributes":
-            return AttributeHead(embed_dim)
+            return AttributeHead(embed_dim, attribute_weights=config.aux_attribute_weights)
         return CaptionHead(embed_dim, corpus_vocabulary(tokens), context_length=tokens.shape[1],
                            layers=config.caption_layers)
     finally:

@@ -2,7 +2,7 @@
 
 Example::
 
-    python tools/zero_shot.py --weights pretrained/SynthCLIP-Tiny-db1d6ea3.safetensors --data datasets/SyntheticCaptions \\
+    python tools/zero_shot.py --weights pretrained/SynthCLIP-Tiny-58d11b4b.safetensors --data datasets/SyntheticCaptions \\
         --markdown docs/synthclip_zero_shot.md --plot docs/images/synthclip_zero_shot.png
 
 For every attribute, each held-out image (captions_val.csv) whose body region for that attribute
