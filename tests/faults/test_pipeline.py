@@ -2,6 +2,7 @@
 ends the run with the file's name within seconds, never a hang."""
 import gc
 import glob
+import multiprocessing
 import os
 import time
 
@@ -104,9 +105,9 @@ def one_torch_thread():
 
 
 def _shut_down_workers():
-    """End the loader workers a failed run left behind (its traceback holds their iterator): left
-    to the garbage collector, they are joined with a timeout of seconds each, at the latest when the
-    session ends."""
+    """End the loader workers a failed evaluation left behind (its traceback holds their iterator):
+    left to the garbage collector, they are joined with a timeout of seconds each, at the latest
+    when the session ends. (Training ends its own: tested below.)"""
     from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
     for obj in gc.get_objects():
@@ -124,12 +125,14 @@ def test_image_deleted_mid_training_ends_the_run(dataset_copy, tmp_path, workers
     trainer = AGReIDTrainer(cfg)
     hook = _DeleteImages(str(dataset_copy))
     trainer.register_hooks([hook])
+    children = set(multiprocessing.active_children())
     with pytest.raises((ImageReadError, FileNotFoundError, RuntimeError)) as error:
         trainer.train()
     assert hook.deleted_at is not None and _no_hang(time.monotonic() - hook.deleted_at)
     assert "bounding_box_train" in str(error.value) and ".jpg" in str(error.value)
     assert trainer.iter < trainer.max_iter
-    _shut_down_workers()
+    # The failed run ended its loader's worker processes (the traceback still holds their iterator).
+    assert set(multiprocessing.active_children()) <= children
 
 
 @pytest.mark.timeout(300)

@@ -373,6 +373,16 @@ class AGReIDTrainer(DefaultTrainer):
         if getattr(loader, "iter", None) is not None and hasattr(loader, "shutdown"):
             loader.shutdown()
 
+    def _stop_loading(self) -> None:
+        """At the end of training, stop the prefetch thread and end the image loader's worker
+        processes now: a failed run's traceback holds their iterator, and left to the garbage
+        collector they would linger, each joined with a timeout of seconds when it is collected."""
+        self._stop_prefetching()
+        iterator = getattr(getattr(self._image_loader, "iter", None), "generator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
+
     def _start_epoch_data(self) -> None:
         """``DETERMINISTIC``: start this epoch's data and randomness from ``(SEED, epoch)`` alone.
 
@@ -441,7 +451,7 @@ class AGReIDTrainer(DefaultTrainer):
                 raise
             finally:
                 self.after_train()
-                self._stop_prefetching()
+                self._stop_loading()
         if comm.is_main_process():
             return getattr(self, "_last_eval_results", None)
         return None
