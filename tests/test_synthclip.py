@@ -1,7 +1,5 @@
 """SynthCLIP: pretraining lowers the contrastive loss, resumes exactly, loads where configs expect it."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +8,8 @@ import pytest
 import torch
 from open_clip.loss import ClipLoss
 from PIL import Image
+
+import _warm
 
 from agreid import synthclip
 from agreid.data.captions import CAPTION_DIR, generate_captions, read_captions
@@ -133,11 +133,17 @@ def test_config_loads_it_through_pretrain_path(corpus, tmp_path, suffix):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(corpus, tmp_path, monkeypatch):
+    # A quarter of the corpus (4 steps an epoch), the auxiliary head on: killed at the first step
+    # of epoch two, resumed from the epoch-one state (towers, head, optimizer, data order).
+    subset = corpus / "resume_subset.csv"
+    lines = (corpus / "captions.csv").read_text().splitlines(keepends=True)
+    subset.write_text("".join(lines[:1 + 256]))
     config = PretrainConfig(epochs=2, **FAST)
-    straight = pretrain(corpus, tmp_path / "straight.pt", config, num_workers=0)
+    straight = pretrain(subset, tmp_path / "straight.pt", config, num_workers=0)
+    steps_per_epoch = 256 // FAST["batch_size"]
+    assert straight["steps"] == 2 * steps_per_epoch and config.aux == "attributes"
 
     original = synthclip._lr_at
-    steps_per_epoch = 960 // 64
 
     def killed_in_epoch_two(step, total, cfg):
         if step == steps_per_epoch + 1:
@@ -146,19 +152,20 @@ def test_interrupted_run_resumes_to_the_same_weights(corpus, tmp_path, monkeypat
 
     monkeypatch.setattr(synthclip, "_lr_at", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(corpus, tmp_path / "resumed.pt", config, num_workers=0)
+        pretrain(subset, tmp_path / "resumed.pt", config, num_workers=0)
     assert (tmp_path / "resumed.pt.resume").is_file() and not (tmp_path / "resumed.pt").exists()
     monkeypatch.setattr(synthclip, "_lr_at", original)
-    resumed = pretrain(corpus, tmp_path / "resumed.pt", config, num_workers=0)
+    resumed = pretrain(subset, tmp_path / "resumed.pt", config, num_workers=0)
     assert resumed["steps"] == straight["steps"]
+    assert resumed["final_aux_loss"] == straight["final_aux_loss"]
     a = torch.load(tmp_path / "straight.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _tool(*args):
-    return subprocess.run([sys.executable, str(REPO / "tools/pretrain_clip.py"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    # python tools/pretrain_clip.py ARGS, in a process forked from a warm interpreter (tests/_warm.py)
+    return _warm.run("tools/pretrain_clip.py", *args, timeout=300)
 
 
 def test_tool_reuses_an_up_to_date_file_and_names_bad_input(corpus, tmp_path):
