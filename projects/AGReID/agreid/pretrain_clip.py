@@ -63,13 +63,11 @@ def _attribute_weights(values):
         return DEFAULTS.aux_attribute_weights
     pairs = []
     for value in values:
-        name, sep, weight = value.partition("=")
-        try:
+        name, _, weight = value.partition("=")
+        try:  # no "=" leaves weight empty, which float() refuses too
             pairs.append((name, float(weight)))
         except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"--aux-attribute-weight {value!r}: expected ATTRIBUTE=WEIGHT, e.g. hat=4")
+            raise ValueError(f"--aux-attribute-weight {value!r}: expected ATTRIBUTE=WEIGHT, e.g. hat=4") from None
     return tuple(pairs)
 
 
