@@ -155,8 +155,37 @@ def test_image_deleted_during_evaluation_ends_it(dataset_copy, tmp_path, tiny_ru
         return loader
 
     monkeypatch.setattr(AGReIDTrainer, "build_test_loader", classmethod(build_then_delete))
+    children = set(multiprocessing.active_children())
     with pytest.raises((ImageReadError, FileNotFoundError, RuntimeError)) as error:
         AGReIDTrainer.test(cfg, model)
     assert started and _no_hang(time.monotonic() - started[0])
     assert "bounding_box_test" in str(error.value)
+    # The failed evaluation ended its loader's worker processes (the traceback still holds their iterator).
+    left = set(multiprocessing.active_children()) - children
     _shut_down_workers()
+    assert not left
+
+
+@pytest.mark.timeout(300)
+def test_model_error_during_evaluation_ends_the_loader_workers(tiny_run, tmp_path, monkeypatch, one_torch_thread):
+    """An error raised by the model (not the loader) half-way through the test set: the
+    exception reaches the caller and the loader's worker processes end with the evaluation."""
+    cfg = agreid.get_agreid_cfg(str(tiny_run / "config.yaml"), [
+        "OUTPUT_DIR", str(tmp_path / "eval"), "DATALOADER.NUM_WORKERS", "2", "TEST.IMS_PER_BATCH", "1",
+        "MODEL.WEIGHTS", str(tiny_run / "model_final.pth")])
+    model = AGReIDTrainer.build_trained_model(cfg)
+    forward, calls = model.forward, []
+
+    def fail_on_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("model failed on the third test batch")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", fail_on_third_batch)
+    children = set(multiprocessing.active_children())
+    with pytest.raises(RuntimeError, match="third test batch"):
+        AGReIDTrainer.test(cfg, model)
+    left = set(multiprocessing.active_children()) - children
+    _shut_down_workers()
+    assert len(calls) == 3 and not left

@@ -57,19 +57,33 @@ class Progress:
         return getattr(self._loader, name)
 
     def __iter__(self):
-        if not comm.is_main_process():
-            yield from self._loader
-            return
+        return self._iterate()
+
+    def _iterate(self):
+        iterator = self._loader  # DataLoaderX reads its first batch in iter(), which can fail
+        try:
+            iterator = iter(self._loader)
+            if not comm.is_main_process():
+                yield from _batches(iterator)
+                return
+            yield from self._show(_batches(iterator))
+        finally:
+            # Ended, failed or closed: end the loader's workers now. When the loader fails, the
+            # traceback holds this frame and its iterator, and left to the garbage collector the
+            # workers would linger, each joined with a timeout of seconds when collected.
+            end_loader(iterator)
+
+    def _show(self, iterator):
         total = len(self._loader)
         start = last_log = self._clock()
         done = 0
         if sys.stderr.isatty():
-            for done, batch in enumerate(tqdm(self._loader, desc=self._desc, total=total,
+            for done, batch in enumerate(tqdm(iterator, desc=self._desc, total=total,
                                               dynamic_ncols=True, leave=False), start=1):
                 yield batch
         else:
             logger.info("%s: %d batches", self._desc, total)
-            for done, batch in enumerate(self._loader, start=1):
+            for done, batch in enumerate(iterator, start=1):
                 yield batch
                 now = self._clock()
                 if now - last_log >= self.log_every_s and done < total:
@@ -81,6 +95,28 @@ class Progress:
         elapsed = self._clock() - start
         logger.info("%s: %d batches in %s (%.4f s/batch)", self._desc, done, _duration(elapsed),
                     elapsed / max(done, 1))
+
+
+def _batches(iterator):
+    """The batches of an iterator without calling ``iter()`` on it again: ``DataLoaderX`` is its
+    own iterator, and its ``__iter__`` starts a new pass with new worker processes."""
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch
+
+
+def end_loader(iteration) -> None:
+    """End a loader's iteration now: fastreid's prefetch thread (``DataLoaderX``, which is its own
+    iterator and keeps torch's in ``.iter.generator``) and torch's worker processes."""
+    if getattr(iteration, "iter", None) is not None and hasattr(iteration, "shutdown"):
+        iteration.shutdown()
+    torch_iterator = getattr(getattr(iteration, "iter", None), "generator", iteration)
+    shutdown = getattr(torch_iterator, "_shutdown_workers", None)  # torch's multi-process iterator
+    if shutdown is not None:
+        shutdown()
 
 
 Span = Tuple[str, int, int]  # (phase, first global iteration, end global iteration)

@@ -26,7 +26,7 @@ from .cameras import map_test_cameras, record_train_cameras
 from .checkpoint import AtomicCheckpointer, NonFiniteWeightsError, resolve_eval_config
 from .preflight import check_identity_batches
 from .hooks import NonFiniteGuard, PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
-from .progress import Progress, with_phase_printer
+from .progress import Progress, end_loader, with_phase_printer
 from .run_guard import epoch_seed, seed_generators
 
 logger = logging.getLogger(__name__)
@@ -332,7 +332,8 @@ class AGReIDTrainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model):
         """fastreid's evaluation, every process with rank 0's buffers (each trained its own BN
-        statistics on its own batches, and each evaluates a shard of the test set)."""
+        statistics on its own batches, and each evaluates a shard of the test set). However it
+        ends, the test loaders' worker processes end with it (:class:`Progress`)."""
         sync_buffers(model)
         return super().test(cfg, model)
 
@@ -377,11 +378,7 @@ class AGReIDTrainer(DefaultTrainer):
         """At the end of training, stop the prefetch thread and end the image loader's worker
         processes now: a failed run's traceback holds their iterator, and left to the garbage
         collector they would linger, each joined with a timeout of seconds when it is collected."""
-        self._stop_prefetching()
-        iterator = getattr(getattr(self._image_loader, "iter", None), "generator", None)
-        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's multi-process iterator
-        if shutdown is not None:
-            shutdown()
+        end_loader(self._image_loader)
 
     def _start_epoch_data(self) -> None:
         """``DETERMINISTIC``: start this epoch's data and randomness from ``(SEED, epoch)`` alone.
