@@ -4,7 +4,8 @@
   (norms, inter-identity cosines overall and for identities that look alike, top-1 through T,
   L_CE as trained and with T rescaled to a reference norm); ``tools/diagnose_text_features.py``.
 - :mod:`agreid.analysis.occlusion`: mAP / Rank-1 by how the query is occluded (whole or not,
-  occluder type, most hidden region, share hidden); ``tools/occlusion_breakdown.py``.
+  occluder type, most hidden region, share hidden), over seeds with paired differences;
+  ``tools/occlusion_breakdown.py``.
 - :mod:`agreid.analysis.runs`: reading a run (checkpoint and embedded config, the model rebuilt
   as evaluation does) and the synthetic ground truth (``attributes.json``, ``occlusion.json``) in
   the trainer's label order (:func:`~agreid.analysis.runs.identity_attributes`,

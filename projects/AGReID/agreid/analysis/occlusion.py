@@ -24,25 +24,41 @@ Breakdowns (:func:`query_breakdowns`; each but ``hidden regions`` is a partition
 A subset whose queries have no true match in another camera has no mAP (``None``, ``–``). In the
 synthetic presets every query is occluded, so ``whole`` is empty there.
 
+Seeds (:func:`seed_groups`, :func:`combine_seeds`): runs that share a name are seeds of one
+model. Every model needs the same number of runs, and the i-th run of each model (in the order
+given) are paired: trained with the same seed. With one run per model the table holds each run's
+numbers; with n ≥ 2 seeds a cell is the mean ± sample sd over the seeds
+(:func:`agreid.experiments.common.format_mean_std`; a seed whose subset has no valid query is
+left out of its mean, and the cell says how many seeds it holds), and with two models or more each
+later model gets a column per metric with its difference to the first model, paired by seed: the
+mean and its 95% Student-t interval (:func:`agreid.experiments.common.paired_difference`,
+:func:`~agreid.experiments.common.format_paired`; ``*`` where the interval excludes 0).
+
 Command line (``tools/occlusion_breakdown.py``)::
 
     python tools/occlusion_breakdown.py --runs logs/ablations/small/runs/baseline/seed0 \\
         logs/ablations/small/runs/at_ap/seed0 --names baseline,AG-ReID --output logs/occlusion
 
+    # 2 models x 3 seeds (the brace expansion gives baseline/seed0-2, then at_ap/seed0-2):
+    python tools/occlusion_breakdown.py --runs logs/ablations/small/runs/{baseline,at_ap}/seed{0,1,2} \\
+        --names baseline,baseline,baseline,AG-ReID,AG-ReID,AG-ReID --output logs/occlusion
+
 prints the markdown table and writes it (``occlusion_breakdown.md``), the numbers
 (``occlusion_breakdown.json``) and a bar chart (``occlusion_breakdown.png``: one panel per
-breakdown and metric, one bar group per category, one bar per run).
+breakdown and metric, one bar group per category, one bar per model: its mean over the seeds,
+with the sd as error bar when there are several).
 """
 from __future__ import annotations
 
 import logging
 import os
 from collections import OrderedDict
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..experiments.common import PairedDifference, format_mean_std, format_paired, mean_std, paired_difference
 from .runs import OCCLUSION_FILE, TrainedRun, dataset_of, ground_truth, image_key
 
 logger = logging.getLogger(__name__)
@@ -52,13 +68,16 @@ __all__ = [
     "DEFAULT_BINS",
     "OCCLUDER_TYPES",
     "breakdown_runs",
+    "caption",
     "check_bins",
+    "combine_seeds",
     "evaluate_queries",
     "evaluate_subset",
     "evaluation_distances",
     "markdown",
     "plot",
     "query_breakdowns",
+    "seed_groups",
 ]
 
 DEFAULT_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -215,29 +234,125 @@ def evaluate_queries(run: TrainedRun, dataset_name: Optional[str] = None) -> dic
             "q_camids": camids[:num_query], "g_camids": camids[num_query:], "query_paths": paths[:num_query]}
 
 
-def breakdown_runs(runs: Sequence[TrainedRun], bins: Sequence[float] = DEFAULT_BINS,
-                   dataset_name: Optional[str] = None) -> dict:
-    """mAP / Rank-1 of every run on every breakdown category (see the module docstring).
+# ------------------------------------------------------------------------------------ seeds
+def seed_groups(names: Sequence[str]) -> "OrderedDict[str, List[int]]":
+    """The runs of every model: runs that share a name are seeds of one model.
 
     Returns:
-        ``{"dataset", "bins", "queries", "runs": [{"name", "weights", "reported"}],
+        ``{model name: indices of its runs in names}``, models in the order they first appear;
+        the i-th index of every model is its i-th seed (paired with the others' i-th).
+
+    Raises:
+        ValueError: the models have different numbers of runs (the message gives each count).
+    """
+    groups: "OrderedDict[str, List[int]]" = OrderedDict()
+    for index, name in enumerate(names):
+        groups.setdefault(name, []).append(index)
+    counts = {len(indices) for indices in groups.values()}
+    if len(counts) > 1:
+        listed = ", ".join(f"{name}: {len(indices)}" for name, indices in groups.items())
+        raise ValueError(f"every name needs the same number of runs (the seeds of one model, paired in the order "
+                         f"given); runs per name: {listed}")
+    return groups
+
+
+def _paired_json(paired: PairedDifference) -> dict:
+    return {"mean": paired.mean, "sd": paired.sd, "t": paired.t, "low": paired.low, "high": paired.high,
+            "confidence": paired.confidence, "n": paired.n, "seeds": list(paired.seeds),
+            "differences": list(paired.differences), "excludes_zero": paired.excludes_zero}
+
+
+def _paired_from_json(data: dict) -> PairedDifference:
+    return PairedDifference(tuple(data["seeds"]), tuple(data["differences"]), data["mean"], data["sd"], data["t"],
+                            data["low"], data["high"], data["confidence"])
+
+
+def combine_seeds(names: Sequence[str], values: Sequence[Mapping[str, Optional[float]]],
+                  confidence: float = 0.95) -> dict:
+    """One category's numbers of every run, combined per model (:func:`seed_groups`).
+
+    Args:
+        names: each run's name (runs sharing one are seeds of a model, paired in this order).
+        values: each run's ``{"mAP", "Rank-1"}`` in this category (None: no valid query).
+        confidence: of the paired differences' intervals.
+
+    Returns:
+        ``{"runs": {model: ...}}``. With one run per model, ``{model: {"mAP", "Rank-1"}}``: the
+        run's numbers. With n ≥ 2 seeds, ``{model: {"mAP", "Rank-1": the mean over the seeds
+        with a value (None without one), "sd": {metric: sample sd, None with fewer than two
+        values}, "n": {metric: how many seeds have a value}, "per seed": {metric: [value of
+        seed 0, 1, ...] (None where no valid query)}}}`` and, with two models or more,
+        ``"differences": {later model: {metric: {"mean", "sd", "t", "low", "high",
+        "confidence", "n", "seeds", "differences", "excludes_zero"}}}``: the model minus the
+        first one, paired by seed over the seeds both have a value at
+        (:func:`agreid.experiments.common.paired_difference`).
+
+    Raises:
+        ValueError: ``names`` and ``values`` differ in length, or models have different
+            numbers of runs.
+    """
+    if len(names) != len(values):
+        raise ValueError(f"{len(names)} names for {len(values)} runs")
+    groups = seed_groups(names)
+    seeds = len(next(iter(groups.values()))) if groups else 0
+    runs: "OrderedDict[str, dict]" = OrderedDict()
+    for model, indices in groups.items():
+        if seeds == 1:
+            runs[model] = {metric: values[indices[0]][metric] for metric in METRICS}
+            continue
+        per_seed = {metric: [values[i][metric] for i in indices] for metric in METRICS}
+        present = {metric: [v for v in per_seed[metric] if v is not None] for metric in METRICS}
+        stats = {metric: mean_std(present[metric]) if present[metric] else (None, None) for metric in METRICS}
+        runs[model] = {**{metric: stats[metric][0] for metric in METRICS},
+                       "sd": {metric: stats[metric][1] if len(present[metric]) >= 2 else None for metric in METRICS},
+                       "n": {metric: len(present[metric]) for metric in METRICS},
+                       "per seed": per_seed}
+    result: dict = {"runs": runs}
+    if seeds >= 2 and len(groups) >= 2:
+        models = list(groups)
+
+        def by_seed(model: str, metric: str) -> Dict[int, float]:
+            return {seed: v for seed, v in enumerate(runs[model]["per seed"][metric]) if v is not None}
+
+        result["differences"] = OrderedDict(
+            (model, {metric: _paired_json(paired_difference(by_seed(models[0], metric), by_seed(model, metric),
+                                                            confidence))
+                     for metric in METRICS})
+            for model in models[1:])
+    return result
+
+
+# ------------------------------------------------------------------------------- breakdown
+def breakdown_runs(runs: Sequence[TrainedRun], bins: Sequence[float] = DEFAULT_BINS,
+                   dataset_name: Optional[str] = None) -> dict:
+    """mAP / Rank-1 of every run on every breakdown category (see the module docstring), runs
+    that share a name combined as seeds of one model (:func:`combine_seeds`).
+
+    Returns:
+        ``{"dataset", "bins", "queries", "models": [model names, the first is the reference],
+        "seeds": runs per model, "runs": [{"name", "weights", "reported"} per run, in the order
+        given, with "seed" (its index among its model's runs) when seeds ≥ 2],
         "breakdowns": {breakdown: {"overlapping", "categories": {category: {"queries",
-        "valid", "runs": {run name: {"mAP", "Rank-1"}}}}}}}``; the breakdown ``all`` holds the
-        category ``all queries``.
+        "valid", "runs": {model: ...}, "differences" (seeds ≥ 2 and two models or more)}}}}}``,
+        ``runs`` and ``differences`` as :func:`combine_seeds` returns them (with one run per
+        model: ``{run name: {"mAP", "Rank-1"}}``); the breakdown ``all`` holds the category
+        ``all queries``.
 
     Raises:
         GroundTruthMissingError: the test set is not the synthetic dataset.
         ValueError: a query missing from ``occlusion.json``, runs tested on different queries,
-            or two runs with one name.
-        RuntimeError: the row of all queries differs from the evaluator's own numbers.
+            or names with different numbers of runs (checked before anything is evaluated).
+        RuntimeError: a run's row of all queries differs from the evaluator's own numbers.
     """
     bins = check_bins(bins)
     names = [run.name for run in runs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two runs share a name: {names} (name them with --names)")
-    result = {"bins": list(bins), "runs": [], "breakdowns": OrderedDict()}
+    groups = seed_groups(names)
+    seeds = len(next(iter(groups.values()))) if groups else 0
+    result = {"bins": list(bins), "models": list(groups), "seeds": seeds, "runs": [], "breakdowns": OrderedDict()}
+    per_run: "OrderedDict[str, OrderedDict[str, List[dict]]]" = OrderedDict()  # every run's row, run by run
     keys_seen = None
-    for run in runs:
+    for number, run in enumerate(runs):
+        label = run.name if seeds == 1 else f"{run.name} (run {groups[run.name].index(number) + 1})"
         name = dataset_name or run.cfg.DATASETS.TESTS[0]
         dataset_dir = dataset_of(run.cfg, name).dataset_dir
         occlusion = ground_truth(dataset_dir, OCCLUSION_FILE)  # before the slow part
@@ -250,27 +365,34 @@ def breakdown_runs(runs: Sequence[TrainedRun], bins: Sequence[float] = DEFAULT_B
         if keys_seen is None:
             keys_seen = keys
             result["dataset"], result["queries"] = evaluation["dataset"], len(keys)
-            groups: "OrderedDict[str, OrderedDict[str, np.ndarray]]" = OrderedDict(
+            categories_of: "OrderedDict[str, OrderedDict[str, np.ndarray]]" = OrderedDict(
                 [("all", OrderedDict([("all queries", np.arange(len(keys)))]))])
-            groups.update(query_breakdowns([occlusion[key] for key in keys], bins))
+            categories_of.update(query_breakdowns([occlusion[key] for key in keys], bins))
         elif keys != keys_seen:
-            raise ValueError(f"{run.name} is tested on other queries than {runs[0].name}: the breakdown compares "
+            raise ValueError(f"{label} is tested on other queries than {runs[0].name}: the breakdown compares "
                              f"runs on the same test set")
         arrays = [evaluation[k] for k in ("dist", "q_pids", "g_pids", "q_camids", "g_camids")]
-        for breakdown, categories in groups.items():
-            entry = result["breakdowns"].setdefault(
-                breakdown, {"overlapping": breakdown in OVERLAPPING, "categories": OrderedDict()})
+        for breakdown, categories in categories_of.items():
+            rows = per_run.setdefault(breakdown, OrderedDict())
             for category, index in categories.items():
-                row = evaluate_subset(*arrays, index)
-                slot = entry["categories"].setdefault(category, {"queries": row["queries"], "valid": row["valid"],
-                                                                  "runs": OrderedDict()})
-                slot["runs"][run.name] = {metric: row[metric] for metric in METRICS}
-        overall = result["breakdowns"]["all"]["categories"]["all queries"]["runs"][run.name]
+                rows.setdefault(category, []).append(evaluate_subset(*arrays, index))
+        overall = per_run["all"]["all queries"][-1]
         for metric in METRICS:
             if overall[metric] is None or abs(overall[metric] - evaluation["reported"][metric]) > 1e-6:
-                raise RuntimeError(f"{run.name}: {metric} over all queries is {overall[metric]} but the evaluator "
+                raise RuntimeError(f"{label}: {metric} over all queries is {overall[metric]} but the evaluator "
                                    f"reports {evaluation['reported'][metric]}")
-        result["runs"].append({"name": run.name, "weights": run.weights, "reported": evaluation["reported"]})
+        entry = {"name": run.name, "weights": run.weights, "reported": evaluation["reported"]}
+        if seeds > 1:
+            entry["seed"] = groups[run.name].index(number)
+        result["runs"].append(entry)
+    for breakdown, categories in per_run.items():
+        entry = result["breakdowns"][breakdown] = {"overlapping": breakdown in OVERLAPPING,
+                                                   "categories": OrderedDict()}
+        for category, rows in categories.items():
+            # The queries (and which of them have a true match) are the same for every run.
+            slot = {"queries": rows[0]["queries"], "valid": rows[0]["valid"]}
+            slot.update(combine_seeds(names, [{metric: row[metric] for metric in METRICS} for row in rows]))
+            entry["categories"][category] = slot
     return result
 
 
@@ -279,11 +401,54 @@ def _cell(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _models(result: dict) -> List[str]:
+    """The models of a result (a result written before seeds existed: its runs' names)."""
+    return list(result.get("models") or OrderedDict.fromkeys(run["name"] for run in result["runs"]))
+
+
+def _seed_cell(value: dict, metric: str, seeds: int) -> str:
+    """``mean ± sd`` over the seeds with a value, and how many when some have none."""
+    present = [v for v in value["per seed"][metric] if v is not None]
+    if not present:
+        return "–"
+    cell = format_mean_std(present, digits=2)
+    return cell if len(present) == seeds else f"{cell} ({len(present)} of {seeds} seeds)"
+
+
+def _delta_cell(data: dict) -> str:
+    return "–" if data["mean"] is None else format_paired(_paired_from_json(data), digits=2)
+
+
+def _delta_header(model: str, metric: str, reference: str, models: int) -> str:
+    return (f"{model} " if models > 2 else "") + f"Δ {metric} vs {reference} (95% CI)"
+
+
+def caption(result: dict) -> str:
+    """The line above the table: test set, queries and, with seeds, what the cells hold."""
+    line = f"Test set {result['dataset']}, {result['queries']} queries; mAP and Rank-1 in percent."
+    seeds = result.get("seeds", 1)
+    if seeds < 2:
+        return line
+    line += (f" {seeds} seeds per model (the i-th run of every model paired): mean ± sample sd over the "
+             f"seeds with a valid query.")
+    models = _models(result)
+    if len(models) > 1:
+        line += (f" Δ: the model minus {models[0]} at each seed, in points: mean [95% Student-t interval, "
+                 f"mean ± t(0.975, n−1)·sd/√n] over the n paired seeds; * the interval excludes 0.")
+    return line
+
+
 def markdown(result: dict) -> str:
-    """One row per breakdown category: its query count, then each run's mAP and Rank-1."""
-    names = [run["name"] for run in result["runs"]]
-    header = ["breakdown", "category", "queries"] + [f"{n} {m}" for n in names for m in METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * (2 * len(names))]
+    """One row per breakdown category: its query count, then each model's mAP and Rank-1 (one
+    run per model: its numbers; several seeds: ``mean ± sd``), then, with seeds and two models or
+    more, each later model's paired difference to the first (:func:`combine_seeds`)."""
+    models = _models(result)
+    seeds = result.get("seeds", 1)
+    deltas = models[1:] if seeds >= 2 else []
+    header = ["breakdown", "category", "queries"] + [f"{n} {m}" for n in models for m in METRICS]
+    header += [_delta_header(n, m, models[0], len(models)) for n in deltas for m in METRICS]
+    lines = ["| " + " | ".join(header) + " |",
+             "|---|---|---:|" + "---:|" * (2 * len(models)) + "---|" * (2 * len(deltas))]
     for breakdown, entry in result["breakdowns"].items():
         label = breakdown + (" (overlapping)" if entry["overlapping"] else "")
         for category, slot in entry["categories"].items():
@@ -291,20 +456,26 @@ def markdown(result: dict) -> str:
             if slot["valid"] != slot["queries"]:
                 count += f" ({slot['valid']} valid)"
             cells = [label, category, count]
-            cells += [_cell(slot["runs"][n][m]) for n in names for m in METRICS]
+            if seeds >= 2:
+                cells += [_seed_cell(slot["runs"][n], m, seeds) for n in models for m in METRICS]
+                cells += [_delta_cell(slot["differences"][n][m]) for n in deltas for m in METRICS]
+            else:
+                cells += [_cell(slot["runs"][n][m]) for n in models for m in METRICS]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(result: dict, path: str) -> str:
     """Bar chart: a row of panels per breakdown (mAP, Rank-1), one bar group per non-empty
-    category, one bar per run. Returns ``path``."""
+    category, one bar per model at its mean over the seeds (one run: its value), with the sample
+    sd as error bar when there are several seeds. Returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [run["name"] for run in result["runs"]]
+    names = _models(result)
+    seeds = result.get("seeds", 1)
     breakdowns = list(result["breakdowns"])
     fig, axes = plt.subplots(len(breakdowns), len(METRICS), squeeze=False,
                              figsize=(4.2 * len(METRICS), 2.3 * len(breakdowns)), dpi=100)
@@ -316,8 +487,13 @@ def plot(result: dict, path: str) -> str:
             ax = axes[row][column]
             for k, name in enumerate(names):
                 values = [slot["runs"][name][metric] for _, slot in categories]
+                bars = {"label": name}
+                if seeds >= 2:
+                    errors = [slot["runs"][name]["sd"][metric] for _, slot in categories]
+                    bars = {"label": f"{name} (mean ± sd, {seeds} seeds)", "capsize": 2,
+                            "error_kw": {"elinewidth": 0.8}, "yerr": [np.nan if e is None else e for e in errors]}
                 ax.bar(x + (k - (len(names) - 1) / 2) * width, [np.nan if v is None else v for v in values],
-                       width, label=name, color=f"C{k}")
+                       width, color=f"C{k}", **bars)
             ax.set_xticks(x)
             ax.set_xticklabels([f"{c}\n(n={slot['queries']})" for c, slot in categories], fontsize=7)
             ax.set_ylabel(f"{metric} (%)", fontsize=8)
@@ -333,4 +509,3 @@ def plot(result: dict, path: str) -> str:
     fig.savefig(path)
     plt.close(fig)
     return path
-

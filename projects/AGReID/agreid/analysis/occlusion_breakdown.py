@@ -12,6 +12,18 @@ Library: agreid.analysis.occlusion (its docstring defines the categories).
         --runs logs/ablations/small/runs/baseline/seed0 logs/ablations/small/runs/at_ap/seed0 \\
         --names baseline,AG-ReID --output logs/occlusion
 
+Seeds: runs that share a name in --names are seeds of one model. Every name needs the same
+number of runs, and the i-th run of each name (in the order given) are paired, as trained with
+the same seed. With several seeds a cell is the mean ± sample sd over them, and each model after
+the first gets the columns "Δ mAP vs <first> (95% CI)" and "Δ Rank-1 vs <first> (95% CI)": its
+difference to the first model, paired by seed, with a Student-t interval (* where it excludes
+0; with three models or more the headers start with the model's name). The first line of the
+.md file says how many seeds. 2 models x 3 seeds:
+
+    python tools/occlusion_breakdown.py \\
+        --runs logs/ablations/small/runs/baseline/seed{0,1,2} logs/ablations/small/runs/at_ap/seed{0,1,2} \\
+        --names baseline,baseline,baseline,AG-ReID,AG-ReID,AG-ReID --output logs/occlusion
+
 --output is a folder (it gets occlusion_breakdown.md, .json and .png) or a .png/.pdf/.svg path
 (the table and numbers go beside it, same stem). The table is also printed. A missing file, a
 damaged checkpoint or a test set without the synthetic ground truth (occlusion.json) ends with
@@ -33,7 +45,11 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--runs", nargs="+", required=True, metavar="RUN",
                         help="checkpoints (model_final.pth) or run folders (their model_final.pth)")
-    parser.add_argument("--names", default=None, help="comma-separated names of the runs (default: from their paths)")
+    parser.add_argument("--names", default=None,
+                        help="comma-separated names of the runs, one per run (default: from their paths); runs "
+                             "that share a name are seeds of one model, every name needs the same number of runs "
+                             "and the i-th run of each name are paired (same seed), e.g. 2 models x 3 seeds: "
+                             "baseline,baseline,baseline,AG-ReID,AG-ReID,AG-ReID")
     parser.add_argument("--output", default="logs/occlusion_breakdown", metavar="DIR_OR_FIGURE",
                         help="folder for occlusion_breakdown.{md,json,png}, or the figure's path "
                              "(default: %(default)s)")
@@ -76,13 +92,15 @@ def output_paths(output: str):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from . import one_line
-    from .occlusion import breakdown_runs, markdown, plot
+    from .occlusion import breakdown_runs, caption, markdown, plot, seed_groups
     from .runs import OCCLUSION_FILE, dataset_of, ground_truth, load_run, run_config
 
     opts = list(args.opts) + (["DATASETS.ROOT", args.dataset_root] if args.dataset_root else [])
     names = args.names or [None] * len(args.runs)
     try:
-        # Every file and the ground truth first, so a bad argument stops before any model is built.
+        # The names, every file and the ground truth first, so a bad argument stops before any model is built.
+        if args.names is not None:
+            seed_groups(args.names)
         configs = [run_config(path, opts, args.device) for path in args.runs]
         for cfg in configs:
             ground_truth(dataset_of(cfg, args.dataset or cfg.DATASETS.TESTS[0]).dataset_dir, OCCLUSION_FILE)
@@ -98,7 +116,7 @@ def main(argv=None) -> int:
     md_path, json_path, figure = output_paths(args.output)
     os.makedirs(os.path.dirname(os.path.abspath(md_path)), exist_ok=True)
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(f"Test set {result['dataset']}, {result['queries']} queries; mAP and Rank-1 in percent.\n\n{table}\n")
+        f.write(f"{caption(result)}\n\n{table}\n")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, ensure_ascii=False)
         f.write("\n")
