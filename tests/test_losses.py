@@ -161,7 +161,9 @@ def test_i2t_defaults_are_the_papers_raw_form():
 
     cfg = agreid.get_agreid_cfg()
     assert cfg.MODEL.LOSSES.I2T.FORM == "raw" and cfg.MODEL.LOSSES.I2T.LOGIT_SCALE == 0.0
-    assert _i2t_model().loss_kwargs["i2t"]["form"] == "raw"
+    assert _i2t_model("MODEL.LOSSES.I2T.FORM", "raw").loss_kwargs["i2t"]["form"] == "raw"
+    # The synthetic config the tiny model is built from chooses the cosine form, and it reaches the model.
+    assert _i2t_model().loss_kwargs["i2t"]["form"] == "cosine"
 
 
 def test_bad_i2t_settings_stop_the_build():
@@ -208,20 +210,38 @@ LEAVES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
                       "ablations")
 
 
-@pytest.mark.parametrize("leaf, raw", [("baseline", "baseline.yml"), ("at", "at.yml"), ("at_ap", "at_ap.yml"),
-                                       ("at_d_known", "template_controls/at_d_known.yml"),
-                                       ("at_d_filler", "template_controls/at_d_filler.yml")])
-def test_cosine_leaves_are_their_raw_rows_with_the_cosine_form(leaf, raw):
+@pytest.mark.parametrize("leaf, plain", [("baseline", "baseline.yml"), ("at", "at.yml"), ("at_ap", "at_ap.yml"),
+                                         ("at_d_known", "template_controls/at_d_known.yml"),
+                                         ("at_d_filler", "template_controls/at_d_filler.yml")])
+def test_cosine_leaves_are_their_plain_rows(leaf, plain):
+    """The synthetic configs use the cosine form, so each study leaf of cosine/ is its plain row
+    (the ablation tool trains such twins once) and, with the paper's raw form, the raw row."""
     import agreid
 
     cosine = agreid.get_agreid_cfg(os.path.join(LEAVES, "cosine", f"{leaf}.yml"))
-    reference = agreid.get_agreid_cfg(os.path.join(LEAVES, raw))
+    reference = agreid.get_agreid_cfg(os.path.join(LEAVES, plain))
     assert cosine.MODEL.LOSSES.I2T.FORM == "cosine" and cosine.MODEL.LOSSES.I2T.LOGIT_SCALE == 0.0
-    assert reference.MODEL.LOSSES.I2T.FORM == "raw"
     assert cosine.OUTPUT_DIR == f"logs/synthetic/ablations/cosine/{leaf}"
     cosine.defrost()
-    cosine.MODEL.LOSSES.I2T.FORM, cosine.OUTPUT_DIR = "raw", reference.OUTPUT_DIR
+    cosine.OUTPUT_DIR = reference.OUTPUT_DIR
     assert cosine == reference
+
+
+CONFIG_DIR = os.path.dirname(os.path.dirname(LEAVES))  # configs/
+
+
+@pytest.mark.parametrize("config, form", [
+    ("Synthetic/agreid.yml", "cosine"), ("Synthetic/clipreid.yml", "cosine"),
+    ("Synthetic/ablations/at_ap.yml", "cosine"), ("Synthetic/ablations/template_a.yml", "cosine"),
+    ("Synthetic/agreid_random_init.yml", "raw"), ("Synthetic/clipreid_random_init.yml", "raw"),
+    ("OccDuke/agreid.yml", "raw"), ("OccDuke/clipreid.yml", "raw"), ("MSMT17/agreid.yml", "raw")])
+def test_which_configs_use_the_cosine_form(config, form):
+    """SynthCLIP's configs use cosine logits with its own learned scale (a documented deviation for
+    small CLIPs); the paper's configs and the random-init references keep the paper's raw form."""
+    import agreid
+
+    cfg = agreid.get_agreid_cfg(os.path.join(CONFIG_DIR, config))
+    assert cfg.MODEL.LOSSES.I2T.FORM == form and cfg.MODEL.LOSSES.I2T.LOGIT_SCALE == 0.0
 
 
 def _attribute_example():
