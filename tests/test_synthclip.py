@@ -243,3 +243,46 @@ def test_retrieval_recall_by_hand():
     assert recall["image_to_text_R@1"] == pytest.approx(1 / 3)
     assert recall["text_to_image_R@1"] == pytest.approx(1 / 3)
     assert recall["image_to_text_R@2"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------- supervised attribute ceiling
+def test_supervised_attribute_tool_learns_a_visible_attribute(corpus, tmp_path, capsys):
+    """The image tower trained on upper colour alone (large coloured regions) ends far above the
+    held-out majority class; the JSON holds every evaluation and the final one."""
+    from agreid.analysis import supervised_attribute as sa
+
+    out = tmp_path / "upper.json"
+    threads = torch.get_num_threads()
+    try:  # one thread: seconds (two beside a busy core: minutes)
+        assert sa.main(["--data", str(corpus), "--attribute", "upper_color", "--model", FAST["model"],
+                        "--steps", "300", "--batch-size", "64", "--eval-every", "200", "--threads", "1",
+                        "--output", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads(out.read_text())
+    assert [row["step"] for row in record["history"]] == [200, 300]
+    assert record["majority"] < 0.2 and record["history"][-1]["accuracy"] > record["majority"] + 0.3
+    assert "held-out majority class" in capsys.readouterr().out
+
+
+def test_supervised_attribute_counts_what_zero_shot_counts(corpus):
+    """The held-out images are those the zero-shot table scores for the attribute."""
+    from agreid.analysis import supervised_attribute as sa
+
+    images, targets = sa.attribute_images(corpus, "captions_val.csv", "hat")
+    paths = [p for p, _ in read_captions(corpus / "captions_val.csv")]
+    rows, truth = synthclip._shown_attributes(corpus, paths)["hat"]
+    assert len(targets) == len(rows) and images.shape[1:] == (3, 128, 64) and images.dtype == torch.uint8
+    assert [synthclip.ATTRIBUTE_SCHEMA["hat"][t] for t in targets.tolist()] == truth
+
+
+def test_supervised_attribute_patch_size_and_bad_input(corpus, capsys):
+    from agreid.analysis import supervised_attribute as sa
+
+    tower, width = sa.build_image_tower(FAST["model"], patch_size=8)
+    assert width == MICRO["embed_dim"] and tower.positional_embedding.shape[0] == 1 + (128 // 8) * (64 // 8)
+    assert sa.main(["--data", str(corpus), "--attribute", "hats", "--model", FAST["model"]]) == 2
+    assert "unknown attribute 'hats'" in capsys.readouterr().err
+    assert sa.main(["--data", str(corpus), "--attribute", "hat", "--model", FAST["model"], "--patch-size", "7",
+                    "--steps", "1"]) == 2
+    assert "--patch-size 7 must divide the image size 128x64" in capsys.readouterr().err

@@ -10,12 +10,15 @@
   as evaluation does) and the synthetic ground truth (``attributes.json``, ``occlusion.json``) in
   the trainer's label order (:func:`~agreid.analysis.runs.identity_attributes`,
   :func:`~agreid.analysis.runs.image_occlusion`, :func:`~agreid.analysis.runs.relabelled_items`).
+- :mod:`agreid.analysis.supervised_attribute`: how well SynthCLIP's image tower learns one
+  attribute when trained on it alone (the ceiling a zero-shot accuracy is read against);
+  ``tools/supervised_attribute.py``.
 - :mod:`agreid.analysis.probes`: the project's one linear probe and its cross-validation.
 - :mod:`agreid.analysis.slots`: which word of a template each learnable slot qualifies, its region.
 
 The command-line tools are shells over modules of the same name: ``probe_attributes``,
 ``analyze_noise_mask``, ``probe_pseudo_labels`` (an alias of the two), ``diagnose_text_features``,
-``occlusion_breakdown`` and ``zero_shot`` (SynthCLIP); ``tools/pretrain_clip.py`` is
+``occlusion_breakdown``, ``zero_shot`` and ``supervised_attribute`` (SynthCLIP); ``tools/pretrain_clip.py`` is
 :mod:`agreid.pretrain_clip` and ``tools/make_synthetic.py`` :mod:`agreid.data.make_synthetic`.
 
 The submodules import torch and fastreid when used; ``import agreid.analysis`` alone is cheap.
