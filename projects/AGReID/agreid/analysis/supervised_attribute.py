@@ -9,8 +9,8 @@ get past the pretrained model's zero-shot accuracy, the limit is what the tower 
 contrastive or auxiliary objective asks of it.
 
 Images are decoded once into memory (uint8, about 24 kB each at 128x64); training draws batches
-with replacement from a seeded generator, flips half of them, and uses AdamW with a linear
-warm-up and cosine decay to 0.
+with replacement from a seeded generator, flips half of them, and uses AdamW at a rate that is a
+cosine from the peak to 0 over the run times a linear warm-up factor.
 
     python tools/supervised_attribute.py --data datasets/SyntheticCaptions --attribute hat --steps 1500
     python tools/supervised_attribute.py --data datasets/SyntheticCaptions --attribute hat --patch-size 8
@@ -117,8 +117,8 @@ def train_supervised(train: Tuple[torch.Tensor, torch.Tensor], held_out: Tuple[t
     history, start = [], time.perf_counter()
     tower.train()
     for step in range(1, steps + 1):
-        progress = max(step - warmup_steps, 0) / max(steps - warmup_steps, 1)
-        rate = lr * min(1.0, step / max(warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * progress))
+        # a linear warm-up factor times a cosine from lr to 0 over all the steps
+        rate = lr * min(1.0, step / max(warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
             group["lr"] = rate
         index = torch.randint(len(targets), (batch_size,), generator=generator)
