@@ -108,11 +108,17 @@ def _batches(iterator):
         yield batch
 
 
+def stop_prefetching(loader) -> None:
+    """Stop the prefetch thread of fastreid's ``DataLoaderX`` once it has started (anything else:
+    nothing to do)."""
+    if getattr(loader, "iter", None) is not None and hasattr(loader, "shutdown"):
+        loader.shutdown()
+
+
 def end_loader(iteration) -> None:
     """End a loader's iteration now: fastreid's prefetch thread (``DataLoaderX``, which is its own
     iterator and keeps torch's in ``.iter.generator``) and torch's worker processes."""
-    if getattr(iteration, "iter", None) is not None and hasattr(iteration, "shutdown"):
-        iteration.shutdown()
+    stop_prefetching(iteration)
     torch_iterator = getattr(getattr(iteration, "iter", None), "generator", iteration)
     shutdown = getattr(torch_iterator, "_shutdown_workers", None)  # torch's multi-process iterator
     if shutdown is not None:

@@ -26,7 +26,7 @@ from .cameras import map_test_cameras, record_train_cameras
 from .checkpoint import AtomicCheckpointer, NonFiniteWeightsError, resolve_eval_config
 from .preflight import check_identity_batches
 from .hooks import NonFiniteGuard, PhaseCheckpointHook, PhaseEvalHook, PhaseLRScheduler, PhaseSwitchHook
-from .progress import Progress, end_loader, with_phase_printer
+from .progress import Progress, end_loader, stop_prefetching, with_phase_printer
 from .run_guard import epoch_seed, seed_generators
 
 logger = logging.getLogger(__name__)
@@ -370,9 +370,7 @@ class AGReIDTrainer(DefaultTrainer):
         Left running, it is killed mid-operation at interpreter exit and the process aborts
         ("terminate called without an active exception").
         """
-        loader = self._image_loader if loader is None else loader
-        if getattr(loader, "iter", None) is not None and hasattr(loader, "shutdown"):
-            loader.shutdown()
+        stop_prefetching(self._image_loader if loader is None else loader)
 
     def _stop_loading(self) -> None:
         """At the end of training, stop the prefetch thread and end the image loader's worker
